@@ -1,0 +1,92 @@
+"""The fixed S3 layout of manifests, voices and batch outputs; the only place keys are built.
+
+Keys are built only from sanitised ids (see ``manifests.ID_PATTERN``), never from raw manifest text.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+INCOMING = "incoming/"
+PROCESSING = "processing/"
+PROCESSED = "processed/"
+FAILED = "failed/"
+VOICES = "voices/"
+BATCHES = "batches/"
+
+SUBTITLE_FORMATS = ("srt", "vtt", "ass", "json", "csv")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_component(value: str, max_len: int = 96) -> str:
+    """A key component that cannot escape its prefix: no '/', no '..', no control characters."""
+    cleaned = _SAFE.sub("-", value).strip(".-")[:max_len]
+    return cleaned or "unnamed"
+
+
+def voice_prefix(voice_id: str) -> str:
+    return f"{VOICES}{safe_component(voice_id)}/"
+
+
+def voice_reference_key(voice_id: str) -> str:
+    return voice_prefix(voice_id) + "reference.wav"
+
+
+def voice_meta_key(voice_id: str) -> str:
+    return voice_prefix(voice_id) + "voice.json"
+
+
+class BatchLayout:
+    """Where one batch's plan, chunks, per-item outputs and reports live."""
+
+    def __init__(self, batch_id: str):
+        self.batch_id = safe_component(batch_id)
+        self.root = f"{BATCHES}{self.batch_id}/"
+
+    @property
+    def plan(self) -> str:
+        return self.root + "plan.json"
+
+    @property
+    def quarantine(self) -> str:
+        return self.root + "quarantine.jsonl"
+
+    @property
+    def report_csv(self) -> str:
+        return self.root + "report.csv"
+
+    @property
+    def report_html(self) -> str:
+        return self.root + "report.html"
+
+    @property
+    def summary(self) -> str:
+        return self.root + "summary.json"
+
+    def chunk(self, chunk_id: str) -> str:
+        return f"{self.root}chunks/{safe_component(chunk_id)}.json"
+
+    def item_prefix(self, item_id: str) -> str:
+        return f"{self.root}items/{safe_component(item_id)}/"
+
+    def audio(self, item_id: str) -> str:
+        return self.item_prefix(item_id) + "audio.wav"
+
+    def synthesis(self, item_id: str) -> str:
+        return self.item_prefix(item_id) + "synthesis.json"
+
+    def timing(self, item_id: str, backend: str) -> str:
+        return self.item_prefix(item_id) + f"timing-{safe_component(backend)}.json"
+
+    def subtitle(self, item_id: str, fmt: str) -> str:
+        name = {"json": "words.json", "csv": "words.csv"}.get(fmt, f"subtitles.{fmt}")
+        return self.item_prefix(item_id) + name
+
+    def result(self, item_id: str) -> str:
+        """Written last for an item: its presence means every output of the item is in place."""
+        return self.item_prefix(item_id) + "result.json"
+
+
+def manifest_name(key: str) -> str:
+    return posixpath.basename(key)

@@ -1,0 +1,176 @@
+"""The data shapes of the product, in one place: items, chunks, word timings, cues and results.
+
+Every output (subtitles, word CSV/JSON, reports) is derived from these models; workers exchange them as JSON in S3.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input: manifest lines and the items they become
+
+
+class LineError(Model):
+    """A manifest line that was rejected; it goes to the batch's quarantine and report."""
+
+    manifest: str
+    line: int = Field(description="1-based line number in the manifest file (0 = the file as a whole).")
+    field: str | None = None
+    reason: str
+    raw: str = Field("", description="The offending line, truncated, for the quarantine file.")
+
+
+class ItemSpec(Model):
+    """One utterance to narrate, as validated from a manifest line."""
+
+    item_id: str
+    text: str
+    voice: str
+    language: str = "en"
+    speed: float = 1.0
+    manifest: str
+    line: int
+    seed: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkSpec(Model):
+    """A unit of worker work: items processed by one worker invocation with one model load."""
+
+    batch_id: str
+    chunk_id: str
+    items: list[ItemSpec]
+    synthesizer: str
+    aligner: str
+    timing_method: str = Field("primary", description="primary | google")
+    force_fallback: list[str] = Field(default_factory=list, description="Item ids routed to fallback timing.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text: what was written and what is spoken
+
+
+class ScriptToken(Model):
+    """One whitespace token of the script and the words it is spoken as ("$5" -> ["five", "dollars"])."""
+
+    index: int
+    original: str
+    spoken: list[str]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timings
+
+
+class WordTiming(Model):
+    """A script token with its time span. Untimed words keep start/end None and are flagged, never dropped."""
+
+    index: int
+    text: str = Field(description="The token as written in the script, punctuation included.")
+    spoken: str = Field(description="The normalised words the aligner timed, space separated.")
+    start_ms: int | None = None
+    end_ms: int | None = None
+    score: float | None = None
+    source: str = Field(description="Backend that produced the time: pocketsphinx, whisperx, google, espeak...")
+
+    @property
+    def timed(self) -> bool:
+        return self.start_ms is not None and self.end_ms is not None
+
+
+class Cue(Model):
+    index: int
+    start_ms: int
+    end_ms: int
+    lines: list[str]
+    word_indexes: list[int] = Field(default_factory=list)
+    violations: list[str] = Field(default_factory=list)
+
+
+class ItemStatus(str, Enum):
+    SYNTHESIZED = "synthesized"
+    SYNTHESIS_FAILED = "synthesis_failed"
+    ALIGNED = "aligned"
+    NEEDS_FALLBACK = "needs_fallback"
+    TIMING_FAILED = "timing_failed"
+    DONE = "done"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+class SynthesisRecord(Model):
+    """Written by the synthesis worker next to the item's audio."""
+
+    item_id: str
+    status: ItemStatus
+    backend: str
+    audio_key: str | None = None
+    sample_rate: int | None = None
+    audio_seconds: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 1
+    asr_wer: float | None = None
+    reference_words: list[WordTiming] | None = Field(
+        None, description="Exact word onsets known to the synthesizer (espeak), for accuracy checks."
+    )
+    tokens: list[ScriptToken] = Field(default_factory=list)
+    compute_s: float = 0.0
+    error: str | None = None
+
+
+class TimingRecord(Model):
+    """Written by an aligner worker: the item's word timings or why there are none."""
+
+    item_id: str
+    status: ItemStatus
+    method: str = Field(description="Backend that actually produced the timings.")
+    attempted: list[str] = Field(default_factory=list, description="Every timing backend tried, in order.")
+    fallback_reason: str | None = None
+    resolution_ms: int | None = None
+    language: str = "en"
+    model: str | None = None
+    words: list[WordTiming] = Field(default_factory=list)
+    compute_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def untimed_count(self) -> int:
+        return sum(1 for w in self.words if not w.timed)
+
+    @property
+    def mean_score(self) -> float | None:
+        scores = [w.score for w in self.words if w.score is not None]
+        return sum(scores) / len(scores) if scores else None
+
+
+class ItemResult(Model):
+    """One item's line in a worker's result."""
+
+    item_id: str
+    status: ItemStatus
+    error: str | None = None
+
+
+class ChunkResult(Model):
+    """The one JSON line a worker prints: small, so it fits XCom; the audio and timings stay in S3."""
+
+    batch_id: str
+    chunk_id: str
+    step: str
+    backend: str
+    items: list[ItemResult]
+    model_loads: int
+    model_load_s: float
+    compute_s: float
+    wall_s: float
+    skipped: int = Field(0, description="Items whose outputs already existed (idempotent re-run).")

@@ -1,0 +1,53 @@
+"""One typed settings object for the core library, read from ``NARRATION_*`` environment variables.
+
+Airflow-side code overlays Airflow Variables and connections on top; workers see plain environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NARRATION_", extra="ignore")
+
+    # Storage
+    bucket: str = Field("narration", description="S3 bucket holding manifests, voices and outputs.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None = AWS.")
+    s3_region: str = "us-east-1"
+    incoming_prefix: str = "incoming/"
+    presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    s3_max_attempts: int = Field(8, ge=1, description="botocore retry attempts (adaptive backoff).")
+
+    # Manifest validation
+    max_text_chars: int = Field(1000, ge=1)
+    max_items_per_batch: int = Field(5000, ge=1)
+    max_manifest_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    default_voice: str = "narrator"
+    default_language: str = "en"
+
+    # Work planning
+    chunk_size: int = Field(16, ge=1, le=1000)
+    synthesizer: str = "espeak"
+    aligner: str = "pocketsphinx"
+
+    # Alignment quality gate: an item worse than this is routed to the fallback aligner.
+    max_untimed_ratio: float = Field(0.2, ge=0, le=1)
+    min_mean_score: float = Field(0.0, description="Backend-specific mean word score floor.")
+    low_confidence_score: float = Field(0.5, ge=0, le=1, description="Words scored below this are counted.")
+
+    # Model locations (a model cache volume in production)
+    model_dir: str = Field("/models", description="Root of the local model cache.")
+    device: str = Field("auto", description="cpu | cuda | auto")
+
+    # Fallback timing
+    google_endpoint: str | None = Field(None, description="host:port of a Speech-to-Text gRPC endpoint.")
+    google_insecure: bool = Field(False, description="Plain-text gRPC channel (local endpoints only).")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
