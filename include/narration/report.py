@@ -1,0 +1,331 @@
+"""Batch reports: one row per item (quarantined manifest lines included), as CSV, a summary dict and a
+self-contained HTML page with audio players, word-boundary waveforms and subtitle previews.
+
+Pure functions: the caller gathers the records and media (and writes the results wherever it likes).
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
+from narration.subtitles.segment import effective_spans
+
+OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "json", "csv")
+
+
+class ItemReportRow(BaseModel):
+    """One line of the batch report: an item's figures and where its outputs went, or why it failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str | None = Field(None, description="None for a quarantined line that had no usable id.")
+    manifest: str
+    line: int
+    voice: str | None = None
+    language: str | None = None
+    characters: int | None = None
+    words: int | None = None
+    audio_seconds: float | None = None
+    words_per_minute: float | None = None
+    synthesizer: str | None = None
+    synthesis_attempts: int | None = None
+    asr_wer: float | None = None
+    timing_method: str | None = None
+    fallback_reason: str | None = None
+    mean_word_score: float | None = None
+    min_word_score: float | None = None
+    untimed_words: int | None = None
+    low_confidence_words: int | None = None
+    cues: int | None = None
+    cue_rule_violations: dict[str, int] = Field(
+        default_factory=dict, description="Rule name -> cues breaking it."
+    )
+    status: str
+    error: str | None = None
+    audio_key: str | None = None
+    srt_key: str | None = None
+    vtt_key: str | None = None
+    ass_key: str | None = None
+    json_key: str | None = None
+    csv_key: str | None = None
+
+
+def quarantine_row(error: LineError) -> ItemReportRow:
+    """The report row of a rejected manifest line; error reads ``<file>:<line>: <field>: <reason>`` (the
+    field part is left out when the whole line or file was at fault)."""
+    where = f"{error.manifest}:{error.line}"
+    message = f"{where}: {error.field}: {error.reason}" if error.field else f"{where}: {error.reason}"
+    return ItemReportRow(
+        manifest=error.manifest, line=error.line, status=ItemStatus.QUARANTINED.value, error=message
+    )
+
+
+def item_row(
+    item: ItemSpec,
+    synthesis: SynthesisRecord | None = None,
+    timing: TimingRecord | None = None,
+    cues: list[Cue] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    *,
+    status: ItemStatus | str | None = None,
+    error: str | None = None,
+    low_confidence_below: float | None = None,
+) -> ItemReportRow:
+    """The report row of an item from whatever records it reached.
+
+    ``outputs`` maps output kinds (audio, srt, vtt, ass, json, csv) to their keys. ``status``/``error``
+    default to the latest record's. Words scoring below ``low_confidence_below`` count as low confidence
+    (scores are backend-specific, so the threshold is the caller's; None leaves the count empty).
+    """
+    outputs = dict(outputs or {})
+    unknown = set(outputs) - set(OUTPUT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown output kinds {sorted(unknown)}; valid: {', '.join(OUTPUT_KINDS)}")
+    latest = timing or synthesis
+    resolved_status = status if status is not None else (latest.status if latest else ItemStatus.FAILED)
+    if timing and timing.words:
+        word_count = len(timing.words)
+    elif synthesis and synthesis.tokens:
+        word_count = len(synthesis.tokens)
+    else:
+        word_count = len(item.text.split())
+    audio_seconds = synthesis.audio_seconds if synthesis else None
+    scores = [w.score for w in timing.words if w.score is not None] if timing else []
+    return ItemReportRow(
+        item_id=item.item_id,
+        manifest=item.manifest,
+        line=item.line,
+        voice=item.voice,
+        language=item.language,
+        characters=len(item.text),
+        words=word_count,
+        audio_seconds=audio_seconds,
+        words_per_minute=round(word_count * 60 / audio_seconds, 1) if audio_seconds else None,
+        synthesizer=synthesis.backend if synthesis else None,
+        synthesis_attempts=synthesis.attempts if synthesis else None,
+        asr_wer=synthesis.asr_wer if synthesis else None,
+        timing_method=timing.method if timing else None,
+        fallback_reason=timing.fallback_reason if timing else None,
+        mean_word_score=timing.mean_score if timing else None,
+        min_word_score=min(scores) if scores else None,
+        untimed_words=timing.untimed_count if timing else None,
+        low_confidence_words=(
+            sum(1 for s in scores if s < low_confidence_below)
+            if timing and low_confidence_below is not None
+            else None
+        ),
+        cues=len(cues) if cues is not None else None,
+        cue_rule_violations=dict(Counter(v for cue in cues or [] for v in cue.violations)),
+        status=resolved_status.value if isinstance(resolved_status, ItemStatus) else str(resolved_status),
+        error=error or (latest.error if latest else None),
+        **{f"{kind}_key": key for kind, key in outputs.items()},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CSV and summary
+
+
+def _violations_text(violations: Mapping[str, int]) -> str:
+    return ";".join(f"{rule}={count}" for rule, count in sorted(violations.items()))
+
+
+def report_frame(rows: Iterable[ItemReportRow]) -> pd.DataFrame:
+    """The rows as a DataFrame, one column per field; violations as ``rule=count;...`` text."""
+    records = [
+        {**row.model_dump(), "cue_rule_violations": _violations_text(row.cue_rule_violations)} for row in rows
+    ]
+    frame = pd.DataFrame(records, columns=list(ItemReportRow.model_fields))
+    # Nullable integer columns, so that a missing value does not turn 12 into 12.0.
+    integer_fields = [
+        name
+        for name, info in ItemReportRow.model_fields.items()
+        if info.annotation is int or set(get_args(info.annotation)) == {int, type(None)}
+    ]
+    return frame.astype({name: "Int64" for name in integer_fields})
+
+
+def report_csv(rows: Iterable[ItemReportRow]) -> str:
+    """The report as CSV text (header = ItemReportRow field names, empty cells for missing values)."""
+    return report_frame(rows).to_csv(index=False, lineterminator="\n")
+
+
+def summarize(rows: Iterable[ItemReportRow]) -> dict[str, Any]:
+    """Batch totals: items, per status, per timing method, fallbacks (and why), untimed and low-confidence
+    words, cues, cue rule violations per rule, audio seconds."""
+    rows = list(rows)
+    violations: Counter[str] = Counter()
+    for row in rows:
+        violations.update(row.cue_rule_violations)
+    return {
+        "items": len(rows),
+        "by_status": dict(Counter(row.status for row in rows)),
+        "by_timing_method": dict(Counter(row.timing_method for row in rows if row.timing_method)),
+        "fallbacks": sum(1 for row in rows if row.fallback_reason),
+        "fallback_reasons": dict(Counter(row.fallback_reason for row in rows if row.fallback_reason)),
+        "untimed_words": sum(row.untimed_words or 0 for row in rows),
+        "low_confidence_words": sum(row.low_confidence_words or 0 for row in rows),
+        "cues": sum(row.cues or 0 for row in rows),
+        "cue_rule_violations": dict(sorted(violations.items())),
+        "audio_seconds": round(sum(row.audio_seconds or 0.0 for row in rows), 3),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HTML
+
+
+@dataclass
+class ItemMedia:
+    """What the HTML page shows for one item: a playable URL, the audio samples (float32 mono) for the
+    waveform, its words and cues. Any part may be missing."""
+
+    audio_url: str | None = None
+    samples: np.ndarray | None = None
+    sample_rate: int | None = None
+    words: list[WordTiming] = field(default_factory=list)
+    cues: list[Cue] = field(default_factory=list)
+
+
+def _clock(ms: int) -> str:
+    minutes, rest = divmod(ms, 60_000)
+    return f"{minutes:02d}:{rest / 1000:06.3f}"
+
+
+def waveform_svg(
+    samples: np.ndarray | None,
+    sample_rate: int | None,
+    words: list[WordTiming],
+    width: int = 900,
+    height: int = 120,
+) -> str:
+    """An inline SVG: the audio's min/max envelope with each word's span drawn over it (untimed words, placed
+    between their neighbours, in red), the word as tooltip and, where there is room, as label."""
+    samples = np.asarray(samples if samples is not None else [], dtype=np.float32).ravel()
+    audio_ms = int(len(samples) * 1000 / sample_rate) if sample_rate and len(samples) else 0
+    spans = effective_spans(words) if words else {}
+    total_ms = max([audio_ms, *(end for _, end in spans.values())], default=0) or 1
+    middle = height / 2
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="wave" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img">'
+        )
+    ]
+    if len(samples):
+        columns = max(1, min(width * audio_ms // total_ms, len(samples)))
+        buckets = np.array_split(samples, columns)
+        highs = [float(b.max()) for b in buckets]
+        lows = [float(b.min()) for b in buckets]
+        step = width * audio_ms / total_ms / columns
+        top = [f"{k * step:.1f},{middle - max(h, 0) * middle:.1f}" for k, h in enumerate(highs)]
+        bottom = [
+            f"{k * step:.1f},{middle - min(lo, 0) * middle:.1f}" for k, lo in reversed(list(enumerate(lows)))
+        ]
+        parts.append(f'<polygon class="env" points="{" ".join(top + bottom)}"/>')
+    for word in sorted(words, key=lambda w: w.index):
+        start, end = spans[word.index]
+        x = width * start / total_ms
+        span_width = max(width * (end - start) / total_ms, 0.5)
+        kind = "word" if word.timed else "word untimed"
+        tip = html.escape(f"{word.text} {_clock(start)}-{_clock(end)}" + ("" if word.timed else " (untimed)"))
+        parts.append(
+            f'<g class="{kind}"><title>{tip}</title>'
+            f'<rect x="{x:.1f}" y="0" width="{span_width:.1f}" height="{height}"/>'
+            f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}"/>'
+        )
+        if span_width >= 7 * len(word.text):
+            parts.append(f'<text x="{x + 2:.1f}" y="12">{html.escape(word.text)}</text>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _cue_preview(cues: list[Cue]) -> str:
+    items = []
+    for cue in cues:
+        text = "<br>".join(html.escape(line) for line in cue.lines)
+        flags = "".join(f'<span class="flag">{html.escape(v)}</span>' for v in cue.violations)
+        items.append(
+            f'<li data-start="{cue.start_ms / 1000:.3f}"><span class="time">{_clock(cue.start_ms)} &rarr; '
+            f'{_clock(cue.end_ms)}</span> {flags}<div class="cue">{text}</div></li>'
+        )
+    return f'<ol class="cues">{"".join(items)}</ol>'
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse;font-size:.8rem}th,td{border:1px solid #ccc;padding:2px 6px;text-align:left}
+section.item{border-top:1px solid #ddd;margin-top:1.5rem;padding-top:.5rem}
+.wave{background:#f7f7f7;display:block;margin:.5rem 0}.env{fill:#4a6fa5}
+.word rect{fill:#2a9d8f;fill-opacity:.12}.word line{stroke:#2a9d8f;stroke-width:1}
+.untimed rect{fill:#e63946;fill-opacity:.25}.untimed line{stroke:#e63946;stroke-dasharray:3 2}
+.word text{font-size:10px;fill:#333}.cues{columns:2;font-size:.9rem}
+.cues li{cursor:pointer;break-inside:avoid}
+.cue{background:#111;color:#fff;display:inline-block;padding:2px 6px;margin:2px 0 6px}
+.time{color:#666;font-family:monospace}.flag{background:#e63946;color:#fff;border-radius:3px;padding:0 4px;
+font-size:.75rem;margin-right:2px}
+"""
+
+_SCRIPT = """
+document.querySelectorAll('section.item').forEach(function(s){var a=s.querySelector('audio');if(!a)return;
+s.querySelectorAll('.cues li').forEach(function(li){li.addEventListener('click',function(){
+a.currentTime=parseFloat(li.dataset.start);a.play();});});});
+"""
+
+
+def _summary_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def report_html(
+    rows: Iterable[ItemReportRow],
+    items_media: Mapping[str, ItemMedia] | None = None,
+    title: str = "Narration batch report",
+) -> str:
+    """A self-contained HTML page: the summary, the report table and, per item in ``items_media`` (keyed by
+    item_id), an <audio> player on its URL, an SVG waveform with word boundaries and the cue preview
+    (clicking a cue plays from it). All text is HTML-escaped; nothing but the audio is loaded from elsewhere.
+    """
+    rows = list(rows)
+    items_media = items_media or {}
+    summary = summarize(rows)
+    summary_items = "".join(
+        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
+    )
+    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
+    sections = []
+    for row in rows:
+        media = items_media.get(row.item_id) if row.item_id is not None else None
+        if media is None:
+            continue
+        heading = f"{html.escape(row.item_id)} <small>{html.escape(row.status)}</small>"
+        audio = (
+            f'<audio controls preload="none" src="{html.escape(media.audio_url, quote=True)}"></audio>'
+            if media.audio_url
+            else ""
+        )
+        wave = waveform_svg(media.samples, media.sample_rate, media.words)
+        sections.append(
+            f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
+            f"<h2>{heading}</h2>{audio}"
+            f"{wave}{_cue_preview(media.cues)}</section>"
+        )
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
+        f"{''.join(sections)}<script>{_SCRIPT}</script></body></html>\n"
+    )

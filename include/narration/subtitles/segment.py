@@ -1,0 +1,365 @@
+"""Cue segmentation: timed script words -> subtitle cues that follow a :class:`SubtitleProfile`.
+
+A cost-minimising search over cue boundaries (dynamic programming, as in Knuth-Plass line breaking)
+prefers sentence ends and pauses, avoids splitting grammatical pairs, and records every rule a cue breaks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+from narration.normalize import ABBREVIATIONS
+from narration.schema import Cue, WordTiming
+from narration.subtitles.profile import SubtitleProfile, get_profile
+
+# Small word lists for the line-break rules (Netflix timed-text style guide).
+# fmt: off
+DETERMINERS = frozenset({"a", "an", "the", "this", "these", "those", "my", "your", "our", "their", "its",
+                         "his"})
+ARTICLES = frozenset({"a", "an", "the"})
+SUBJECT_PRONOUNS = frozenset({"i", "you", "he", "she", "it", "we", "they"})
+AUXILIARIES = frozenset({
+    "am", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "do", "does", "did",
+    "will", "would", "shall", "should", "can", "could", "may", "might", "must",
+    "isn't", "aren't", "wasn't", "weren't", "haven't", "hasn't", "hadn't", "don't", "doesn't", "didn't",
+    "won't", "wouldn't", "shouldn't", "can't", "couldn't", "mustn't",
+})
+CONJUNCTIONS = frozenset({
+    "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "whereas", "if",
+    "unless", "until", "when", "whenever", "where", "since", "that", "which", "who", "whom", "whose", "as",
+    "than", "whether",
+})
+PREPOSITIONS = frozenset({
+    "about", "above", "across", "after", "against", "along", "among", "around", "at", "before", "behind",
+    "below", "beneath", "beside", "between", "beyond", "by", "despite", "during", "except", "for", "from",
+    "in", "inside", "into", "near", "of", "off", "on", "onto", "over", "past", "through", "throughout", "to",
+    "toward", "towards", "under", "unlike", "upon", "with", "within", "without",
+})
+# fmt: on
+
+NOMINAL_MS_PER_WORD = 300  # BBC guide, ~0.3 s a word: where no neighbour gives untimed words a time
+_CLOSERS = "\"'”’»)]"
+_RE_SENTENCE_END = re.compile(rf"[.!?…][{re.escape(_CLOSERS)}]*$")
+_RE_CLAUSE_END = re.compile(rf"[,;:—–-][{re.escape(_CLOSERS)}]*$")
+_RE_NUMBER = re.compile(r"^[$£€]?\d[\d,.]*(%|st|nd|rd|th|s)?$")
+_EDGE = "\"'“”‘’«»()[]{}<>,;:!?.…—–-*_"
+
+# Costs of the search (relative): a break at a full stop or pause is free, a forbidden pair nearly never wins.
+COST_AT_PUNCTUATION = 1.0
+COST_BEFORE_FUNCTION_WORD = 2.0
+COST_PLAIN_BREAK = 5.0
+COST_FORBIDDEN_BREAK = 50.0
+COST_UNSPLIT_SENTENCE = 6.0
+COST_PER_CUE = 2.0  # fewer, fuller cues read more smoothly than many one-liners
+CUE_BREAK_WEIGHT = 1.5  # a cue break interrupts reading more than a line break at the same place
+COST_VIOLATION = 100.0
+
+
+def _bare(part: str) -> str:
+    return part.replace("’", "'").strip(_EDGE).lower()
+
+
+def _first_part(text: str) -> str:
+    parts = text.split()
+    return parts[0] if parts else ""
+
+
+def _last_part(text: str) -> str:
+    parts = text.split()
+    return parts[-1] if parts else ""
+
+
+def is_sentence_end(text: str) -> bool:
+    """Ends with . ! ? or … (closing quotes allowed), and is not an abbreviation such as "Dr."."""
+    last = _last_part(text).lower().rstrip(_CLOSERS)
+    return bool(_RE_SENTENCE_END.search(text)) and last not in ABBREVIATIONS
+
+
+def _capitalised(part: str) -> bool:
+    letters = part.lstrip(_EDGE)
+    return bool(letters) and letters[0].isupper()
+
+
+def is_forbidden_break(before: str, after: str) -> bool:
+    """Whether a line break between these two tokens splits a pair the style guide keeps together."""
+    if is_sentence_end(before) or _RE_CLAUSE_END.search(before):
+        return False
+    left, right = _last_part(before), _first_part(after)
+    left_bare, right_bare = _bare(left), _bare(right)
+    right_is_function = right_bare in CONJUNCTIONS or right_bare in PREPOSITIONS
+    if left_bare in DETERMINERS:  # article + noun
+        return True
+    if _capitalised(left) and _capitalised(right) and left_bare != "i":  # first + last name
+        return True
+    if left_bare in SUBJECT_PRONOUNS and not right_is_function:  # pronoun + verb
+        return True
+    if left_bare in AUXILIARIES and not right_is_function and right_bare not in ARTICLES:  # auxiliary + verb
+        return True
+    # number + unit
+    return bool(_RE_NUMBER.match(left_bare)) and not right_is_function and right_bare not in DETERMINERS
+
+
+def break_cost(before: str, after: str) -> float:
+    """Cost of a line or cue break between two tokens: after punctuation and before function words is good."""
+    if is_sentence_end(before):
+        return 0.0
+    if _RE_CLAUSE_END.search(before):
+        return COST_AT_PUNCTUATION
+    if is_forbidden_break(before, after):
+        return COST_FORBIDDEN_BREAK
+    right = _bare(_first_part(after))
+    if right in CONJUNCTIONS or right in PREPOSITIONS:
+        return COST_BEFORE_FUNCTION_WORD
+    return COST_PLAIN_BREAK
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Times
+
+
+def effective_spans(words: list[WordTiming]) -> dict[int, tuple[int, int]]:
+    """Each word's (start_ms, end_ms) by word index, untimed words placed between their timed neighbours.
+
+    Untimed runs share the silence between their neighbours in proportion to their spoken length; a run
+    with no neighbour on one side gets ~0.3 s a word. Starts are made non-decreasing, every end >= its
+    start.
+    """
+    ordered = sorted(words, key=lambda w: w.index)
+    starts: list[float | None] = []
+    ends: list[float | None] = []
+    last_start = 0.0
+    for w in ordered:
+        if w.timed:
+            start = max(float(w.start_ms), last_start)
+            starts.append(start)
+            ends.append(max(float(w.end_ms), start))
+            last_start = start
+        else:
+            starts.append(None)
+            ends.append(None)
+
+    k = 0
+    while k < len(ordered):
+        if starts[k] is not None:
+            k += 1
+            continue
+        run_end = k
+        while run_end < len(ordered) and starts[run_end] is None:
+            run_end += 1
+        run = range(k, run_end)
+        nominal = NOMINAL_MS_PER_WORD * len(run)
+        prev_end = ends[k - 1] if k > 0 else None
+        next_start = starts[run_end] if run_end < len(ordered) else None
+        if prev_end is None and next_start is None:
+            left, right = 0.0, float(nominal)
+        elif prev_end is None:
+            left, right = max(0.0, next_start - nominal), next_start
+        elif next_start is None:
+            left, right = prev_end, prev_end + nominal
+        else:
+            left, right = prev_end, max(prev_end, next_start)
+        weights = [len(ordered[i].spoken.replace(" ", "")) + 1 for i in run]
+        unit = (right - left) / sum(weights)
+        cursor = left
+        for i, weight in zip(run, weights):
+            starts[i], ends[i] = cursor, cursor + weight * unit
+            cursor += weight * unit
+        k = run_end
+    return {w.index: (round(s), round(e)) for w, s, e in zip(ordered, starts, ends)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lines
+
+
+def layout_lines(texts: list[str], profile: SubtitleProfile) -> tuple[list[str], float]:
+    """Break a cue's tokens into lines: one line if it fits, else the fewest lines that fit, best breaks.
+
+    Returns the lines and the layout cost; when nothing fits, a greedy wrap that the caller reports.
+    """
+    max_chars = profile.max_chars_per_line
+    whole = " ".join(texts)
+    if len(whole) <= max_chars or len(texts) == 1:
+        return [whole], 0.0
+    n = len(texts)
+    # widths[a][b]: the length of texts[a:b] joined by spaces
+    prefix = [0]
+    for t in texts:
+        prefix.append(prefix[-1] + len(t))
+
+    def width(a: int, b: int) -> int:
+        return prefix[b] - prefix[a] + (b - a - 1)
+
+    for line_count in range(2, min(profile.max_lines, n) + 1):
+        # best[l][b]: cheapest layout of texts[:b] in l lines, each fitting
+        inf = math.inf
+        best = [[inf] * (n + 1) for _ in range(line_count + 1)]
+        back = [[0] * (n + 1) for _ in range(line_count + 1)]
+        best[0][0] = 0.0
+        for lines in range(1, line_count + 1):
+            for b in range(1, n + 1):
+                for a in range(lines - 1, b):
+                    if best[lines - 1][a] == inf or width(a, b) > max_chars:
+                        continue
+                    cost = best[lines - 1][a] + (break_cost(texts[a - 1], texts[a]) if a > 0 else 0.0)
+                    if cost < best[lines][b]:
+                        best[lines][b], back[lines][b] = cost, a
+        if best[line_count][n] < inf:
+            bounds = [n]
+            for lines in range(line_count, 0, -1):
+                bounds.append(back[lines][bounds[-1]])
+            bounds.reverse()
+            lengths = [width(a, b) for a, b in pairwise(bounds)]
+            mean = sum(lengths) / len(lengths)
+            # Balanced lines read best; a bottom-heavy pair is preferred to a top-heavy one.
+            balance = sum((ln - mean) ** 2 for ln in lengths) / max_chars**2 * 8
+            top_heavy = 0.5 if lengths[0] > lengths[-1] else 0.0
+            lines = [" ".join(texts[a:b]) for a, b in pairwise(bounds)]
+            return lines, best[line_count][n] + balance + top_heavy
+    lines: list[str] = []
+    current: list[str] = []
+    for t in texts:
+        if current and len(" ".join([*current, t])) > max_chars:
+            lines.append(" ".join(current))
+            current = []
+        current.append(t)
+    lines.append(" ".join(current))
+    return lines, COST_PLAIN_BREAK * (len(lines) - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cues
+
+
+@dataclass
+class _Candidate:
+    cost: float
+    lines: list[str]
+    start_ms: int
+    end_ms: int
+    violations: list[str]
+
+
+def _evaluate(
+    texts: list[str], starts: list[int], ends: list[int], i: int, j: int, profile: SubtitleProfile
+) -> _Candidate:
+    """Lay out and time the cue of words i..j-1; the next cue (if any) starts at word j."""
+    lines, cost = layout_lines(texts[i:j], profile)
+    chars = len(" ".join(texts[i:j]))
+    start = starts[i]
+    speech_end = max(ends[i:j])
+    next_start = starts[j] if j < len(starts) else None
+    gap = profile.min_gap_ms
+
+    end = speech_end
+    reading_end = start + math.ceil(chars * 1000 / profile.max_cps)
+    if reading_end > end:  # linger for reading time, at most linger_ms into the silence
+        end = min(reading_end, speech_end + profile.linger_ms)
+    end = max(end, start + profile.min_duration_ms)  # minimum duration may use the silence that follows
+    end = min(end, max(speech_end, start + profile.max_duration_ms))
+    if next_start is not None:
+        end = min(end, next_start - gap)
+    end = max(end, start + 1)
+
+    violations: list[str] = []
+    if any(len(line) > profile.max_chars_per_line for line in lines):
+        violations.append("chars_per_line")
+        cost += COST_VIOLATION + 5 * sum(max(0, len(ln) - profile.max_chars_per_line) for ln in lines)
+    if len(lines) > profile.max_lines:
+        violations.append("max_lines")
+        cost += COST_VIOLATION * (len(lines) - profile.max_lines)
+    duration = end - start
+    if duration < profile.min_duration_ms:
+        violations.append("min_duration")
+        cost += COST_VIOLATION + (profile.min_duration_ms - duration) / 10
+    if duration > profile.max_duration_ms:
+        violations.append("max_duration")
+        cost += COST_VIOLATION + (duration - profile.max_duration_ms) / 10
+    excess_chars = chars - profile.max_cps * duration / 1000
+    if excess_chars > 1e-9:
+        violations.append("cps")
+        # Proportional to the excess so that merging two fast cues is no cheaper than keeping them apart.
+        cost += 10 + 2 * excess_chars
+    if next_start is not None and next_start - end < gap:
+        violations.append("min_gap")
+        cost += COST_VIOLATION
+    return _Candidate(cost, lines, start, end, violations)
+
+
+def segment_cues(words: list[WordTiming], profile: SubtitleProfile | str | None = None) -> list[Cue]:
+    """Group words (in index order) into cues numbered from 1, following ``profile`` (default netflix-adult).
+
+    Cues split at sentence ends and pauses; a pause of ``hard_pause_ms`` always splits. Within those, the
+    cheapest segmentation wins: breaks after punctuation and before conjunctions/prepositions are cheap,
+    breaks inside article+noun, first+last name, pronoun+verb, auxiliary+verb and number+unit are costly,
+    and every profile rule broken costs much more, so cues are merged, split or extended into silence
+    wherever the speech allows. Rules a cue still breaks are listed in ``Cue.violations``. Untimed words are
+    kept and placed between their neighbours (:func:`effective_spans`).
+    """
+    if profile is None or isinstance(profile, str):
+        profile = get_profile(profile or "netflix-adult")
+    ordered = sorted(words, key=lambda w: w.index)
+    if not ordered:
+        return []
+    spans = effective_spans(ordered)
+    texts = [w.text for w in ordered]
+    starts = [spans[w.index][0] for w in ordered]
+    ends = [spans[w.index][1] for w in ordered]
+    n = len(ordered)
+
+    # Cost of ending a cue after word k, and of keeping words k and k+1 in one cue.
+    boundary = [0.0] * n
+    keep_together = [0.0] * n
+    for k in range(n - 1):
+        pause = starts[k + 1] - ends[k]
+        cost = break_cost(texts[k], texts[k + 1])
+        sentence_end = is_sentence_end(texts[k])
+        if pause >= profile.hard_pause_ms:
+            boundary[k], keep_together[k] = 0.0, math.inf
+            continue
+        if pause >= profile.pause_split_ms and cost < COST_FORBIDDEN_BREAK:
+            cost = 0.0
+        boundary[k] = cost * CUE_BREAK_WEIGHT
+        if sentence_end or pause >= profile.pause_split_ms:
+            keep_together[k] = COST_UNSPLIT_SENTENCE
+
+    capacity = profile.max_chars_per_line * profile.max_lines
+    best = [math.inf] * (n + 1)
+    choice: list[tuple[int, _Candidate] | None] = [None] * (n + 1)
+    best[0] = 0.0
+    for j in range(1, n + 1):
+        inner = 0.0
+        chars = -1
+        for i in range(j - 1, -1, -1):
+            if i < j - 1:
+                inner += keep_together[i]
+                if inner == math.inf:
+                    break
+            chars += len(texts[i]) + 1
+            if i < j - 1 and (chars > capacity or ends[j - 1] - starts[i] > profile.max_duration_ms):
+                break  # longer cues only add violations; a shorter split is always available
+            candidate = _evaluate(texts, starts, ends, i, j, profile)
+            total = best[i] + COST_PER_CUE + candidate.cost + inner + (boundary[j - 1] if j < n else 0.0)
+            if total < best[j]:
+                best[j], choice[j] = total, (i, candidate)
+
+    cues: list[Cue] = []
+    j = n
+    while j > 0:
+        i, candidate = choice[j]
+        cues.append(
+            Cue(
+                index=0,
+                start_ms=candidate.start_ms,
+                end_ms=candidate.end_ms,
+                lines=candidate.lines,
+                word_indexes=[w.index for w in ordered[i:j]],
+                violations=candidate.violations,
+            )
+        )
+        j = i
+    cues.reverse()
+    return [cue.model_copy(update={"index": number}) for number, cue in enumerate(cues, 1)]
