@@ -1,0 +1,81 @@
+"""Pronunciations for words outside the aligner's dictionary: espeak-ng's phonemes mapped to CMU ARPAbet.
+
+pocketsphinx aborts a whole alignment on one unknown word; names, made-up words and rare words get a
+pronunciation here instead, with a plain letter-to-sound fallback when espeak-ng yields nothing usable.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The CMU phone set of pocketsphinx's en-us acoustic model (stress-free).
+ARPABET = frozenset(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split()  # noqa: SIM905
+)
+
+
+def _table(spec: str) -> dict[str, tuple[str, ...]]:
+    """Parse ``name=PHONE_PHONE`` pairs (whitespace separated) into a lookup table."""
+    return {name: tuple(phones.split("_")) for name, phones in (pair.split("=") for pair in spec.split())}
+
+
+# espeak-ng's ASCII phoneme names (en / en-us) -> ARPAbet. Rhotic vowels of en-us ("A@" = ɑɹ) carry their R.
+ESPEAK_TO_ARPABET = _table("""
+    a=AE aa=AE a#=AH a2=AH A:=AA A=AA A@=AA_R 0=AA 0@=AA_R O=AO O:=AO O2=AO O@=AO_R o@=AO_R o=OW OI=OY oU=OW
+    aU=AW aU@=AW_ER aI=AY aI@=AY_AH aI3=AY_ER eI=EY e=EH e@=EH_R E=EH E2=EH E#=EH 3=ER 3:=ER @=AH @2=AH @5=AH
+    @-=AH @L=AH_L @r=ER i=IY i:=IY i@=IY_AH i@3=IH_R I=IH I2=IH I#=IH u=UW u:=UW U=UH U@=UH_R u@=UH_R V=AH VR=ER
+    p=P b=B t=T t#=T t2=T d=D d#=D k=K g=G f=F v=V T=TH D=DH s=S z=Z S=SH Z=ZH h=HH C=HH x=K m=M m-=M n=N n-=N
+    N=NG l=L l-=L r=R r-=R w=W hw=W W=W j=Y tS=CH dZ=JH ?=T
+""")
+_STRESS_MARKS = "',%=_|"
+
+# Last resort, one letter at a time (rough, but it keeps an alignment alive).
+LETTER_TO_ARPABET = _table("""
+    a=AE b=B c=K d=D e=EH f=F g=G h=HH i=IH j=JH k=K l=L m=M n=N o=AA p=P q=K r=R s=S t=T u=AH v=V w=W x=K_S
+    y=Y z=Z
+""")
+_DIGRAPHS = _table("ch=CH sh=SH th=TH ph=F ng=NG ck=K qu=K_W ee=IY oo=UW ou=AW ai=EY ay=EY oa=OW ea=IY")
+
+
+def espeak_to_arpabet(phonemes: list[str]) -> list[str]:
+    """Map espeak-ng phoneme names (stress marks allowed) to ARPAbet; unknown names lose trailing modifiers first."""
+    arpabet: list[str] = []
+    for name in phonemes:
+        name = name.lstrip(_STRESS_MARKS)
+        while name and name not in ESPEAK_TO_ARPABET:
+            name = name[:-1]  # "oU#" -> "oU": espeak's variant suffixes keep the base sound
+        for phone in ESPEAK_TO_ARPABET.get(name, ()):
+            # "caring" k e@ r I N: the rhotic vowel already carries the R that espeak spells again
+            if not (phone == "R" and arpabet and arpabet[-1] in ("R", "ER")):
+                arpabet.append(phone)
+    return arpabet
+
+
+def letters_to_arpabet(word: str) -> list[str]:
+    letters = re.sub(r"[^a-z]", "", word.lower())
+    phones: list[str] = []
+    i = 0
+    while i < len(letters):
+        if letters[i : i + 2] in _DIGRAPHS:
+            phones.extend(_DIGRAPHS[letters[i : i + 2]])
+            i += 2
+            continue
+        if not (phones and letters[i] == letters[i - 1]):  # doubled letters are one sound
+            phones.extend(LETTER_TO_ARPABET[letters[i]])
+        i += 1
+    return phones
+
+
+def pronounce(word: str, *, espeak_voice: str = "en-us") -> str:
+    """An ARPAbet pronunciation for ``word`` (space separated), via espeak-ng when it is available."""
+    phones: list[str] = []
+    try:
+        from narration.synth.espeak import espeak_engine
+
+        phones = espeak_to_arpabet(espeak_engine().phonemes(word, voice=espeak_voice))
+    except (OSError, ImportError, RuntimeError):
+        phones = []  # no espeak-ng here: the letter rules below still give the aligner something
+    phones = [p for p in phones if p in ARPABET] or letters_to_arpabet(word)
+    if not phones:
+        raise ValueError(f"no pronunciation for {word!r}")
+    return " ".join(phones)
