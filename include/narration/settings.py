@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     # Alignment quality gate: an item worse than this is routed to the fallback aligner.
     max_untimed_ratio: float = Field(0.2, ge=0, le=1)
     min_mean_score: float = Field(0.0, description="Backend-specific mean word score floor.")
-    low_confidence_score: float = Field(0.5, ge=0, le=1, description="Words scored below this are counted.")
+    low_confidence_scores: dict[str, float] = Field(
+        default_factory=lambda: {"pocketsphinx": 0.1, "whisperx": 0.5, "google": 0.5},
+        description="Per aligner: words scored below this are counted as low confidence (scores are backend-specific).",
+    )
 
     # Model locations (a model cache volume in production)
     model_dir: str = Field("/models", description="Root of the local model cache.")

@@ -1,0 +1,280 @@
+"""The worker steps: synthesize, align and render one chunk, reading from and writing to S3.
+
+Each step loads its backend once per chunk, isolates failures per item (one bad item never fails its chunk),
+skips items whose outputs already exist for the same inputs, and returns a small :class:`ChunkResult`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+
+from narration import audio as audio_io
+from narration.align import AlignmentError, get_aligner_class
+from narration.layout import BatchLayout, voice_reference_key
+from narration.normalize import normalize_script
+from narration.schema import (
+    ChunkResult,
+    ChunkSpec,
+    ItemResult,
+    ItemSpec,
+    ItemStatus,
+    SynthesisRecord,
+    TimingRecord,
+    WordTiming,
+)
+from narration.settings import Settings
+from narration.storage import Storage
+from narration.synth import get_synthesizer_class
+from narration.voices import materialise_voice
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def cache_key(*parts: object) -> str:
+    """A content hash of everything an output depends on; equal keys mean the output can be reused."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _tokens(item: ItemSpec):
+    return normalize_script(item.text)
+
+
+class _Clock:
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.load_s = 0.0
+        self.compute_s = 0.0
+
+
+def load_chunk(storage: Storage, chunk_key: str) -> ChunkSpec:
+    return ChunkSpec.model_validate(storage.get_json(chunk_key))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# synthesize
+
+
+def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: dict) -> str:
+    return cache_key("synthesis", item.text, item.voice, item.language, item.speed, item.seed, backend,
+                     voice_etag, params)
+
+
+def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, progress: Progress = log.info
+                     ) -> ChunkResult:
+    layout = BatchLayout(chunk.batch_id)
+    clock = _Clock()
+    force = bool(chunk.params.get("force"))
+    synth_cls = get_synthesizer_class(chunk.synthesizer)
+    results: list[ItemResult] = []
+    skipped = 0
+    todo: list[tuple[ItemSpec, str]] = []
+    etags: dict[str, str] = {}
+    for item in chunk.items:
+        if item.voice not in etags:
+            etags[item.voice] = storage.etag(voice_reference_key(item.voice)) or "missing"
+        key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], {})
+        existing = None if force else storage.get_json_or_none(layout.synthesis(item.item_id))
+        if existing and existing.get("status") == ItemStatus.SYNTHESIZED and existing.get("params", {}).get(
+                "cache_key") == key and storage.exists(layout.audio(item.item_id)):
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIZED))
+            skipped += 1
+            continue
+        todo.append((item, key))
+
+    loads = 0
+    if todo:
+        synth = synth_cls(settings)
+        t0 = time.perf_counter()
+        synth.load()
+        clock.load_s = time.perf_counter() - t0
+        loads = 1
+        try:
+            with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir:
+                for item, key in todo:
+                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock))
+                    progress(f"synthesized {item.item_id}: {results[-1].status.value}")
+        finally:
+            synth.close()
+    order = {i.item_id: n for n, i in enumerate(chunk.items)}
+    results.sort(key=lambda r: order[r.item_id])
+    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="synthesize",
+                       backend=chunk.synthesizer, items=results, model_loads=loads,
+                       model_load_s=round(clock.load_s, 4), compute_s=round(clock.compute_s, 4),
+                       wall_s=round(time.perf_counter() - clock.start, 4), skipped=skipped)
+
+
+def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock
+                     ) -> ItemResult:
+    t0 = time.perf_counter()
+    tokens = _tokens(item)
+    try:
+        voice = materialise_voice(storage, item.voice, voice_dir)
+        out = synth.synthesize(tokens, voice, speed=item.speed, seed=item.seed)
+        elapsed = time.perf_counter() - t0
+        audio_key = storage.put_bytes(layout.audio(item.item_id), audio_io.to_wav_bytes(out.audio, out.sample_rate))
+        record = SynthesisRecord(
+            item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
+            sample_rate=out.sample_rate, audio_seconds=round(audio_io.duration_s(out.audio, out.sample_rate), 3),
+            params={**out.params, "cache_key": key}, attempts=int(out.params.get("attempts", 1)),
+            asr_wer=out.params.get("asr_wer"), reference_words=out.reference_words, tokens=tokens,
+            compute_s=round(elapsed, 4),
+        )
+        status = ItemStatus.SYNTHESIZED
+        error = None
+    except Exception as exc:  # one bad item must not fail its chunk
+        elapsed = time.perf_counter() - t0
+        log.error("synthesis of %s failed: %s", item.item_id, traceback.format_exc())
+        error = _error_text(exc)
+        record = SynthesisRecord(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, backend=synth.name,
+                                 tokens=tokens, compute_s=round(elapsed, 4), error=error)
+        status = ItemStatus.SYNTHESIS_FAILED
+    clock.compute_s += elapsed
+    storage.put_json(layout.synthesis(item.item_id), record)
+    return ItemResult(item_id=item.item_id, status=status, error=error)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# align
+
+
+def _load_synthesis(storage: Storage, layout: BatchLayout, item_id: str) -> SynthesisRecord | None:
+    doc = storage.get_json_or_none(layout.synthesis(item_id))
+    return SynthesisRecord.model_validate(doc) if doc else None
+
+
+def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
+    """Why an alignment is too poor to ship (the fallback reason), or None."""
+    if not words:
+        return "no words were timed"
+    untimed = sum(1 for w in words if not w.timed)
+    if untimed / len(words) > settings.max_untimed_ratio:
+        return f"{untimed} of {len(words)} words untimed (limit {settings.max_untimed_ratio:.0%})"
+    scores = [w.score for w in words if w.score is not None]
+    if scores and settings.min_mean_score and sum(scores) / len(scores) < settings.min_mean_score:
+        return f"mean word score {sum(scores) / len(scores):.2f} below {settings.min_mean_score:.2f}"
+    return None
+
+
+def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
+                progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
+                ) -> ChunkResult:
+    """Time every item of the chunk with ``backend`` (the chunk's primary aligner by default).
+
+    As the primary step, items routed to fallback (``timing_method=google`` or ``force_fallback``) are marked
+    ``needs_fallback`` without work. As a fallback step, each item records the primary's reason and every backend
+    tried; a failure there ends the item as ``timing_failed``.
+    """
+    layout = BatchLayout(chunk.batch_id)
+    primary = backend is None or backend == chunk.aligner
+    backend = backend or chunk.aligner
+    clock = _Clock()
+    force = bool(chunk.params.get("force"))
+    results: list[ItemResult] = []
+    todo: list[tuple[ItemSpec, SynthesisRecord, TimingRecord | None]] = []
+    skipped = 0
+    for item in chunk.items:
+        synthesis = _load_synthesis(storage, layout, item.item_id)
+        if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
+            reason = synthesis.error if synthesis else "no synthesis record: the synthesis step did not finish it"
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason))
+            continue
+        if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
+            why = ("timing_method=google requested" if chunk.timing_method == "google"
+                   else "routed to fallback by force_fallback")
+            record = TimingRecord(item_id=item.item_id, status=ItemStatus.NEEDS_FALLBACK, method="none",
+                                  attempted=[], fallback_reason=why, language=item.language, words=[])
+            storage.put_json(layout.timing(item.item_id, backend), record)
+            results.append(ItemResult(item_id=item.item_id, status=record.status, error=why))
+            continue
+        existing = None if force else storage.get_json_or_none(layout.timing(item.item_id, backend))
+        if existing and existing.get("status") == ItemStatus.ALIGNED and existing.get("model") == _model_tag(
+                backend, synthesis):
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.ALIGNED))
+            skipped += 1
+            continue
+        previous = None
+        if not primary:
+            doc = storage.get_json_or_none(layout.timing(item.item_id, chunk.aligner))
+            previous = TimingRecord.model_validate(doc) if doc else None
+        todo.append((item, synthesis, previous))
+
+    loads = 0
+    if todo:
+        aligner = (aligner_factory or get_aligner_class(backend))(settings)
+        t0 = time.perf_counter()
+        load_error = None
+        try:
+            aligner.load()
+        except Exception as exc:
+            load_error = f"{backend} could not load: {_error_text(exc)}"
+            log.error("%s", load_error)
+        clock.load_s = time.perf_counter() - t0
+        loads = 1
+        try:
+            for item, synthesis, previous in todo:
+                record = _align_item(storage, layout, aligner, item, synthesis, previous, primary, settings,
+                                     clock, load_error)
+                storage.put_json(layout.timing(item.item_id, backend), record)
+                results.append(ItemResult(item_id=item.item_id, status=record.status,
+                                          error=record.fallback_reason if record.status != ItemStatus.ALIGNED
+                                          else None))
+                progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
+        finally:
+            aligner.close()
+    order = {i.item_id: n for n, i in enumerate(chunk.items)}
+    results.sort(key=lambda r: order[r.item_id])
+    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="align" if primary else "fallback",
+                       backend=backend, items=results, model_loads=loads, model_load_s=round(clock.load_s, 4),
+                       compute_s=round(clock.compute_s, 4), wall_s=round(time.perf_counter() - clock.start, 4),
+                       skipped=skipped)
+
+
+def _model_tag(backend: str, synthesis: SynthesisRecord) -> str:
+    return f"{backend}:{synthesis.params.get('cache_key', '')}"
+
+
+def _align_item(storage, layout, aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None,
+                primary: bool, settings: Settings, clock: _Clock, load_error: str | None) -> TimingRecord:
+    attempted = (previous.attempted if previous else []) + [aligner.name]
+    earlier_reason = previous.fallback_reason if previous else None
+    failed_status = ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED
+    base = dict(item_id=item.item_id, attempted=attempted, resolution_ms=aligner.resolution_ms,
+                language=item.language, model=_model_tag(aligner.name, synthesis))
+
+    def failed(reason: str, words=None, compute_s=0.0) -> TimingRecord:
+        full = f"{earlier_reason}; then {aligner.name}: {reason}" if earlier_reason else f"{aligner.name}: {reason}"
+        return TimingRecord(status=failed_status, method=aligner.name, fallback_reason=full, words=words or [],
+                            compute_s=round(compute_s, 4), error=reason, **base)
+
+    if load_error:
+        return failed(load_error)
+    t0 = time.perf_counter()
+    try:
+        samples, rate = audio_io.from_wav_bytes(storage.get_bytes(synthesis.audio_key))
+        words = aligner.align(samples, rate, synthesis.tokens, item.language)
+    except AlignmentError as exc:
+        clock.compute_s += time.perf_counter() - t0
+        return failed(str(exc), compute_s=time.perf_counter() - t0)
+    except Exception as exc:  # a backend crash on one item reroutes only that item
+        log.error("alignment of %s with %s crashed: %s", item.item_id, aligner.name, traceback.format_exc())
+        clock.compute_s += time.perf_counter() - t0
+        return failed(_error_text(exc), compute_s=time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    clock.compute_s += elapsed
+    problem = quality_problem(words, settings)
+    if problem:
+        return failed(problem, words, elapsed)
+    return TimingRecord(status=ItemStatus.ALIGNED, method=aligner.name, fallback_reason=earlier_reason,
+                        words=words, compute_s=round(elapsed, 4), **base)

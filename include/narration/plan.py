@@ -1,0 +1,129 @@
+"""Batch planning: validate the claimed manifests, quarantine bad lines, and cut the good items into chunks.
+
+A chunk is what one worker invocation processes with one model load; its spec is written to S3 and only its key
+travels through XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, Field
+
+from narration.layout import BatchLayout, manifest_name
+from narration.manifests import ManifestError, ValidationContext, parse_manifest
+from narration.schema import ChunkSpec, ItemSpec, LineError
+from narration.settings import Settings
+from narration.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class ChunkRef(BaseModel):
+    chunk_id: str
+    key: str
+    label: str
+    item_ids: list[str]
+
+
+class ManifestSummary(BaseModel):
+    key: str
+    lines: int
+    accepted: int
+    rejected: int
+    error: str | None = None
+
+
+class BatchOptions(BaseModel):
+    """The per-run choices a trigger can make (Airflow Params map onto these)."""
+
+    voice: str | None = None
+    language: str | None = None
+    chunk_size: int = Field(16, ge=1, le=1000)
+    synthesizer: str = "espeak"
+    aligner: str = "pocketsphinx"
+    timing_method: str = Field("primary", pattern="^(primary|google)$")
+    force_fallback: list[str] = Field(default_factory=list)
+    formats: list[str] = Field(default_factory=lambda: ["srt", "vtt", "ass", "json", "csv"])
+    subtitle_profile: str = "netflix-adult"
+    vtt_word_timestamps: bool = False
+    force_rerender: bool = False
+
+
+class BatchPlan(BaseModel):
+    batch_id: str
+    created_at: str
+    options: BatchOptions
+    manifests: list[ManifestSummary]
+    items: list[ItemSpec]
+    quarantined: int
+    chunks: list[ChunkRef]
+
+
+def chunk_items(items: list[ItemSpec], size: int) -> list[list[ItemSpec]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def plan_batch(
+    storage: Storage, settings: Settings, batch_id: str, manifest_keys: list[str], options: BatchOptions,
+    voices: set[str],
+) -> BatchPlan:
+    """Validate every manifest line, write quarantine, chunk specs and the plan; returns the plan.
+
+    Raises :class:`ManifestError` after writing the plan when no line of any manifest is valid.
+    """
+    layout = BatchLayout(batch_id)
+    ctx = ValidationContext(settings=settings, voices=voices, default_voice=options.voice,
+                            default_language=options.language)
+    items: list[ItemSpec] = []
+    errors: list[LineError] = []
+    summaries: list[ManifestSummary] = []
+    for key in manifest_keys:
+        name = manifest_name(key)
+        try:
+            parsed = parse_manifest(name, storage.get_bytes(key), ctx)
+        except ManifestError as exc:
+            errors.append(LineError(manifest=name, line=0, field=None, reason=str(exc)))
+            summaries.append(ManifestSummary(key=key, lines=0, accepted=0, rejected=0, error=str(exc)))
+            continue
+        items.extend(parsed.items)
+        errors.extend(parsed.errors)
+        error = None if parsed.items else f"{name}: no valid line ({len(parsed.errors)} rejected)"
+        summaries.append(ManifestSummary(key=key, lines=parsed.lines_seen, accepted=len(parsed.items),
+                                         rejected=len(parsed.errors), error=error))
+        for err in parsed.errors:
+            log.warning("quarantined %s:%d %s: %s", err.manifest, err.line, err.field or "-", err.reason)
+
+    chunks = []
+    for number, group in enumerate(chunk_items(items, options.chunk_size)):
+        chunk_id = f"c{number:04d}"
+        spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group,
+                         synthesizer=options.synthesizer, aligner=options.aligner,
+                         timing_method=options.timing_method, force_fallback=options.force_fallback,
+                         params={"force": options.force_rerender})
+        key = storage.put_json(layout.chunk(chunk_id), spec)
+        ids = [i.item_id for i in group]
+        label = f"{chunk_id} {ids[0]}" + (f"..{ids[-1]}" if len(ids) > 1 else "") + f" ({len(ids)})"
+        chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=label, item_ids=ids))
+
+    storage.put_text(layout.quarantine, "".join(e.model_dump_json() + "\n" for e in errors))
+    plan = BatchPlan(batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     options=options, manifests=summaries, items=items, quarantined=len(errors), chunks=chunks)
+    storage.put_json(layout.plan, plan)
+    if not items:
+        reasons = "; ".join(s.error or f"{s.key}: no valid line" for s in summaries) or "no manifest"
+        raise ManifestError(f"batch {layout.batch_id} has no valid line to narrate: {reasons}")
+    return plan
+
+
+def load_plan(storage: Storage, batch_id: str) -> BatchPlan:
+    return BatchPlan.model_validate(storage.get_json(BatchLayout(batch_id).plan))
+
+
+def load_quarantine(storage: Storage, batch_id: str) -> list[LineError]:
+    try:
+        text = storage.get_text(BatchLayout(batch_id).quarantine)
+    except KeyError:
+        return []
+    return [LineError.model_validate_json(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,37 @@
+"""S3 layout and storage against a real S3 HTTP server (moto server mode on loopback)."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from narration.layout import BatchLayout, safe_component
+
+
+@pytest.mark.parametrize("raw", ["../../etc", "a/b", "x\x00y", "..", "/abs", "a" * 500])
+def test_key_components_cannot_escape_their_prefix(raw):
+    component = safe_component(raw)
+    assert "/" not in component and ".." not in component and component and len(component) <= 96
+    assert all(ord(c) >= 32 for c in component)
+
+
+def test_item_outputs_live_under_the_batch_and_item():
+    layout = BatchLayout("20261125T020000-scheduled-abc")
+    keys = [layout.audio("i1"), layout.synthesis("i1"), layout.timing("i1", "pocketsphinx"),
+            *(layout.subtitle("i1", f) for f in ("srt", "vtt", "ass", "json", "csv")), layout.result("i1")]
+    assert all(k.startswith("batches/20261125T020000-scheduled-abc/items/i1/") for k in keys)
+    assert len(set(keys)) == len(keys)
+
+
+def test_round_trip_conditional_write_and_presigned_get(storage):
+    storage.put_json("batches/b/x.json", {"a": 1})
+    assert storage.get_json("batches/b/x.json") == {"a": 1}
+    assert storage.put_if_absent("locks/one", b"first") is True
+    assert storage.put_if_absent("locks/one", b"second") is False
+    assert storage.get_text("locks/one") == "first"
+    url = storage.presign("batches/b/x.json", 60)
+    assert b'"a": 1' in urllib.request.urlopen(url, timeout=5).read()
+    with pytest.raises(KeyError):
+        storage.get_bytes("batches/b/missing.json")
+    assert storage.get_json_or_none("batches/b/missing.json") is None
