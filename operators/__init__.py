@@ -1,0 +1,1 @@
+"""Thin Airflow adapters around the narration worker CLI and core library."""

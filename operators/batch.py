@@ -1,0 +1,123 @@
+"""Airflow-side glue for the narration DAG: run context -> batch id and options, fallback planning, summaries.
+
+Kept out of the DAG file so the DAG reads like the pipeline; everything here delegates to the core library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from narration.layout import BatchLayout
+from narration.lifecycle import batch_id_for
+from narration.plan import BatchOptions, ChunkRef, chunk_items, load_plan
+from narration.schema import ChunkSpec, ItemStatus
+from narration.settings import Settings
+from narration.storage import Storage
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+GOOGLE_NOT_CONFIGURED = (
+    "Google Speech-to-Text is not configured (set NARRATION_GOOGLE_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS "
+    "or the google_cloud_default connection)"
+)
+
+
+def batch_id_from_context(context) -> str:
+    dag_run = context["dag_run"]
+    when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or context["ts"]
+    return batch_id_for(dag_run.run_id, when)
+
+
+def options_from_params(params: dict, settings: Settings) -> BatchOptions:
+    timing = params.get("timing_method") or AUTO
+    synthesizer = params.get("synthesizer") or AUTO
+    return BatchOptions(
+        voice=params.get("voice") or None,
+        language=params.get("language") or None,
+        chunk_size=int(params.get("chunk_size") or settings.chunk_size),
+        synthesizer=settings.synthesizer if synthesizer == AUTO else synthesizer,
+        aligner=settings.aligner if timing in (AUTO, "google") else timing,
+        timing_method="google" if timing == "google" else "primary",
+        force_fallback=list(params.get("force_fallback") or []),
+        formats=list(params.get("formats") or ["srt", "vtt", "ass", "json", "csv"]),
+        subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
+        vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
+        force_rerender=bool(params.get("force_rerender")),
+    )
+
+
+def google_configured(settings: Settings) -> bool:
+    from narration.align.google import is_configured
+
+    return google_connection() is not None or is_configured(settings)
+
+
+def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_available: bool) -> list[dict]:
+    """Items whose primary timing failed, cut into fallback chunks; and whether the fallback can run."""
+    plan = load_plan(storage, batch_id)
+    layout = BatchLayout(batch_id)
+    needing = []
+    for item in plan.items:
+        doc = storage.get_json_or_none(layout.timing(item.item_id, plan.options.aligner))
+        if doc and doc.get("status") == ItemStatus.NEEDS_FALLBACK:
+            needing.append(item)
+    chunks = []
+    if needing and google_available:
+        for number, group in enumerate(chunk_items(needing, plan.options.chunk_size)):
+            chunk_id = f"f{number:04d}"
+            spec = ChunkSpec(batch_id=batch_id, chunk_id=chunk_id, items=group, synthesizer=plan.options.synthesizer,
+                             aligner=plan.options.aligner, timing_method=plan.options.timing_method,
+                             params={"force": plan.options.force_rerender})
+            key = storage.put_json(layout.chunk(chunk_id), spec)
+            ids = [i.item_id for i in group]
+            chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=f"{chunk_id} {' '.join(ids)}"[:250],
+                                   item_ids=ids).model_dump())
+    log.info("%d item(s) need fallback timing: %s", len(needing), ", ".join(i.item_id for i in needing) or "none")
+    if needing and not google_available:
+        log.warning("fallback timing unavailable for %d item(s): %s", len(needing), GOOGLE_NOT_CONFIGURED)
+    return chunks
+
+
+def format_summary(summary: dict) -> str:
+    """A readable per-run summary for the last task's log (and the demo's console)."""
+    lines = [f"batch {summary.get('batch_id')}: {summary.get('items', 0)} row(s)"]
+    for key in ("by_status", "by_timing_method"):
+        if summary.get(key):
+            lines.append(f"  {key.removeprefix('by_').replace('_', ' ')}: "
+                         + ", ".join(f"{k}={v}" for k, v in summary[key].items()))
+    for key in ("fallbacks", "untimed_words", "low_confidence_words", "cue_rule_violations"):
+        if key in summary:
+            lines.append(f"  {key.replace('_', ' ')}: {summary[key]}")
+    lines.append(f"  report: s3://{summary.get('bucket')}/{summary.get('report_csv')}")
+    return "\n".join(lines)
+
+
+def google_connection():
+    """The ``google_cloud_default`` Airflow connection, or None when there is none."""
+    try:
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(os.environ.get("NARRATION_GOOGLE_CONN_ID", "google_cloud_default"))
+    except Exception:
+        return None
+
+
+def google_credentials():
+    """Service-account credentials from the connection's ``keyfile_dict`` extra, or None (then the client uses
+    GOOGLE_APPLICATION_CREDENTIALS / the endpoint setting)."""
+    conn = google_connection()
+    if conn is None:
+        return None
+    extra = conn.extra_dejson
+    keyfile = extra.get("keyfile_dict") or extra.get("extra__google_cloud_platform__keyfile_dict")
+    if not keyfile:
+        return None
+    import json
+
+    from google.oauth2 import service_account
+
+    info = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
+    return service_account.Credentials.from_service_account_info(
+        info, scopes=["https://www.googleapis.com/auth/cloud-platform"])
