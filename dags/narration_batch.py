@@ -82,6 +82,9 @@ def narration_batch():
         context = get_current_context()
         settings, s3 = core_settings(), storage()
         batch_id = glue.batch_id_from_context(context)
+        existing = glue.existing_plan(s3, batch_id)
+        if existing is not None:  # a retried or cleared run re-uses its plan; finished items are skipped later
+            return [c.model_dump() for c in existing.chunks]
         options = glue.options_from_params(params, settings)
         keys = lifecycle.claim(s3, batch_id, lifecycle.discover(s3, params.get("manifest") or None,
                                                                 settings.incoming_prefix), settings.incoming_prefix)

@@ -10,7 +10,7 @@ import os
 
 from narration.layout import BatchLayout
 from narration.lifecycle import batch_id_for
-from narration.plan import BatchOptions, ChunkRef, chunk_items, load_plan
+from narration.plan import BatchOptions, BatchPlan, ChunkRef, chunk_items, load_plan
 from narration.schema import ChunkSpec, ItemStatus
 from narration.settings import Settings
 from narration.storage import Storage
@@ -52,6 +52,15 @@ def google_configured(settings: Settings) -> bool:
     from narration.align.google import is_configured
 
     return google_connection() is not None or is_configured(settings)
+
+
+def existing_plan(storage: Storage, batch_id: str) -> BatchPlan | None:
+    """The plan an earlier try of this run wrote, if it planned any item."""
+    try:
+        plan = load_plan(storage, batch_id)
+    except KeyError:
+        return None
+    return plan if plan.items else None
 
 
 def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_available: bool) -> list[dict]:

@@ -41,10 +41,20 @@ def _round_ms(ms: float) -> int:
 
 
 class HintRecognizer:
-    """Recognises which contiguous run of the hint words is spoken, with pocketsphinx word times."""
+    """Recognises which contiguous run of the hint words is spoken, with pocketsphinx word times.
+
+    The whole hint is first force-aligned with the tuned CPU aligner; when the audio holds only part of it (a
+    long recording split into requests), a grammar over every contiguous run of the hint finds the spoken part.
+    """
 
     def __init__(self) -> None:
         from pocketsphinx import Decoder
+
+        from narration.align.pocketsphinx import PocketsphinxAligner
+        from narration.settings import Settings
+
+        self.aligner = PocketsphinxAligner(Settings())
+        self.aligner.load()
 
         # dither: digital silence (exact zeros, as espeak makes) otherwise derails the acoustic scores; beams
         # wider than the defaults keep the right path alive through a minute of synthetic speech.
@@ -56,6 +66,9 @@ class HintRecognizer:
         """(word, start_ms, end_ms, posterior) for the hint words found in the audio; [] if none."""
         if not hint_words or len(audio_16k) == 0 or rms_dbfs(audio_16k) < SILENCE_DBFS:
             return []  # like the real service, silence recognises as nothing
+        whole = self._align_whole(audio_16k, hint_words)
+        if whole:
+            return whole
         pcm = (np.clip(audio_16k, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         with self.lock:
             known = [w for w in hint_words if self._in_dictionary(w)]
@@ -76,6 +89,18 @@ class HintRecognizer:
                 for s in segments
                 if s.word not in _FILLERS and not s.word.startswith("[")
             ]
+
+    def _align_whole(self, audio_16k: np.ndarray, hint_words: list[str]) -> list[tuple[str, int, int, float]]:
+        from narration.align.base import AlignmentError
+        from narration.schema import ScriptToken
+
+        tokens = [ScriptToken(index=n, original=w, spoken=[w]) for n, w in enumerate(hint_words)]
+        with self.lock:
+            try:
+                timed = self.aligner.align(audio_16k, DECODER_RATE, tokens, "en")
+            except AlignmentError:
+                return []
+        return [(w.spoken, w.start_ms, w.end_ms, w.score if w.score is not None else 0.0) for w in timed if w.timed]
 
     def _in_dictionary(self, word: str) -> bool:
         """Like Google's phrase hints, names and rare words are learnt: they get a pronunciation if missing."""
