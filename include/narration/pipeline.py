@@ -179,6 +179,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     layout = BatchLayout(chunk.batch_id)
     primary = backend is None or backend == chunk.aligner
     backend = backend or chunk.aligner
+    aligner_cls = aligner_factory or get_aligner_class(backend)  # an unknown name fails before any work
     clock = _Clock()
     force = bool(chunk.params.get("force"))
     results: list[ItemResult] = []
@@ -212,7 +213,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
 
     loads = 0
     if todo:
-        aligner = (aligner_factory or get_aligner_class(backend))(settings)
+        aligner = aligner_cls(settings)
         t0 = time.perf_counter()
         load_error = None
         try:
