@@ -1,22 +1,25 @@
-# One command to run the product on the embedded default, one to test it. Both set themselves up.
+# One command to run the product on the embedded default (`make demo`), one to test it (`make test`).
+# Both set themselves up: virtual environments with uv, and (as root, for the test stages) the few Debian packages.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
+HEAVY_VENV ?= .venv-heavy
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null)
+HEAVY_PY := $(HEAVY_VENV)/bin/python
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export AIRFLOW__CORE__UNIT_TEST_MODE := False
-export PYTHONPATH := $(CURDIR):$(CURDIR)/include
+export PYTHONUNBUFFERED := 1
+PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-core test-heavy test-docker test-scheduler bench lint clean
+.PHONY: help venv venv-heavy system-packages demo test test-core test-heavy test-docker test-scheduler \
+        bad-input-table bench bench-core bench-heavy lint clean
 
 help:
-	@echo "make demo         run a real batch on the embedded default (local S3, espeak-ng, pocketsphinx, SQLite)"
-	@echo "make test         run every test stage CI runs (core, heavy, docker, scheduler)"
-	@echo "make test-core    the fast suite only"
-	@echo "make bench        print accuracy and orchestration benchmarks"
+	@echo "make demo            a real batch on the embedded default: local S3, espeak-ng, pocketsphinx, Airflow on SQLite"
+	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler"
+	@echo "make test-core       the fast suite only (no Docker engine, no torch)"
+	@echo "make bench           accuracy, orchestration, model-load and subtitle-rule benchmarks"
 
 $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
@@ -24,21 +27,53 @@ $(VENV)/.installed: pyproject.toml
 	uv pip install -q -p $(PY) -e ".[cpu,airflow,google,dev]"
 	touch $@
 
+# torch, f5-tts and whisperx (about 8 GB): only the heavy test stage and the model benchmarks use it.
+$(HEAVY_VENV)/.installed: pyproject.toml
+	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
+	uv venv -q --allow-existing -p $(PYTHON) $(HEAVY_VENV)
+	uv pip install -q -p $(HEAVY_PY) -e ".[cpu,dev,f5tts,whisperx,test-models,bench]"
+	touch $@
+
 venv: $(VENV)/.installed
+venv-heavy: $(HEAVY_VENV)/.installed
+
+# ffmpeg (a real client for the subtitle files), chromium (UI screenshot), Docker engine: test stages only.
+system-packages:
+	bash scripts/system-packages.sh
 
 demo: venv
 	$(PY) -m narration.demo
 
-test-core: venv
+test: test-core test-heavy test-docker test-scheduler bad-input-table
+
+test-core: venv system-packages
 	$(PY) -m pytest -m "not heavy and not docker and not scheduler" $(PYTEST_ARGS)
 
-test: test-core
+test-heavy: venv-heavy
+	$(HEAVY_PY) -m pytest -m heavy tests/heavy $(PYTEST_ARGS)
 
-bench: venv
-	$(PY) -m bench
+test-docker: venv system-packages
+	bash images/docker-engine.sh
+	$(PY) -m pytest -m docker $(PYTEST_ARGS)
+
+test-scheduler: venv system-packages
+	$(PY) -m pytest -m scheduler $(PYTEST_ARGS)
+
+bad-input-table: venv
+	$(PY) -m tests.reliability.corpus_table
+
+bench: bench-core bench-heavy
+
+bench-core: venv
+	$(PY) -m bench.alignment
+	$(PY) -m bench.orchestration
+
+bench-heavy: venv-heavy
+	$(HEAVY_PY) -m bench.models
+	$(HEAVY_PY) -m bench.subtitles
 
 lint: venv
 	$(VENV)/bin/ruff check include operators dags tests bench
 
 clean:
-	rm -rf $(VENV) .airflow .run demo-output bench-output
+	rm -rf $(VENV) $(HEAVY_VENV) .airflow demo-output bench-output artifacts
