@@ -407,3 +407,11 @@ def test_untimed_run_shares_the_silence_by_spoken_length():
 
 def test_empty_input_gives_no_cues():
     assert segment_cues([]) == []
+
+
+def test_line_layout_balances_lines_when_break_costs_tie():
+    from narration.subtitles import get_profile
+    from narration.subtitles.segment import layout_lines
+
+    lines, _ = layout_lines("Ran away on a black night with a lawful wedded man.".split(), get_profile())
+    assert lines == ["Ran away on a black night", "with a lawful wedded man."]

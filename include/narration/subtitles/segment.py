@@ -194,7 +194,10 @@ def layout_lines(texts: list[str], profile: SubtitleProfile) -> tuple[list[str],
         return prefix[b] - prefix[a] + (b - a - 1)
 
     for line_count in range(2, min(profile.max_lines, n) + 1):
-        # best[l][b]: cheapest layout of texts[:b] in l lines, each fitting
+        # Each break drops a space, so the mean line length is fixed by line_count and balance can be scored
+        # line by line inside the search (scored afterwards, it could not pick among breaks of equal cost).
+        mean = (width(0, n) - (line_count - 1)) / line_count
+        # best[l][b]: cheapest layout of texts[:b] in l lines, each fitting, balance included
         inf = math.inf
         best = [[inf] * (n + 1) for _ in range(line_count + 1)]
         back = [[0] * (n + 1) for _ in range(line_count + 1)]
@@ -204,7 +207,8 @@ def layout_lines(texts: list[str], profile: SubtitleProfile) -> tuple[list[str],
                 for a in range(lines - 1, b):
                     if best[lines - 1][a] == inf or width(a, b) > max_chars:
                         continue
-                    cost = best[lines - 1][a] + (break_cost(texts[a - 1], texts[a]) if a > 0 else 0.0)
+                    balance = (width(a, b) - mean) ** 2 / max_chars**2 * 8  # balanced lines read best
+                    cost = best[lines - 1][a] + (break_cost(texts[a - 1], texts[a]) if a > 0 else 0.0) + balance
                     if cost < best[lines][b]:
                         best[lines][b], back[lines][b] = cost, a
         if best[line_count][n] < inf:
@@ -213,12 +217,10 @@ def layout_lines(texts: list[str], profile: SubtitleProfile) -> tuple[list[str],
                 bounds.append(back[lines][bounds[-1]])
             bounds.reverse()
             lengths = [width(a, b) for a, b in pairwise(bounds)]
-            mean = sum(lengths) / len(lengths)
-            # Balanced lines read best; a bottom-heavy pair is preferred to a top-heavy one.
-            balance = sum((ln - mean) ** 2 for ln in lengths) / max_chars**2 * 8
+            # A bottom-heavy pair is preferred to a top-heavy one.
             top_heavy = 0.5 if lengths[0] > lengths[-1] else 0.0
             lines = [" ".join(texts[a:b]) for a, b in pairwise(bounds)]
-            return lines, best[line_count][n] + balance + top_heavy
+            return lines, best[line_count][n] + top_heavy
     lines: list[str] = []
     current: list[str] = []
     for t in texts:

@@ -1,0 +1,109 @@
+"""One subtitle rule checker for every system in the subtitle benchmark: it reads only cue times and lines.
+
+The thresholds come from a :class:`SubtitleProfile` and the forbidden-pair test is segment.py's own, so our cues
+and the peers' cues are judged by exactly the rules our segmentation aims at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import pysubs2
+
+from narration.schema import Cue
+from narration.subtitles.profile import SubtitleProfile, get_profile
+from narration.subtitles.segment import is_forbidden_break
+
+# Names shared with Cue.violations where segment.py records the same rule.
+RULES = (
+    "chars_per_line",  # a line longer than max_chars_per_line
+    "max_lines",  # more than max_lines lines
+    "min_duration",  # shorter than min_duration_ms (5/6 s)
+    "max_duration",  # longer than max_duration_ms (7 s)
+    "cps",  # more than max_cps characters (spaces included) per second
+    "min_gap",  # less than min_gap_frames before the next cue
+    "line_break",  # a line break inside article+noun, first+last name, pronoun+verb, auxiliary+verb, number+unit
+    "cue_break",  # the same pairs split across two consecutive cues
+)
+PROFILE_RULES = RULES[:6]
+
+
+def cue_violations(cues: Sequence[Cue], profile: SubtitleProfile | str | None = None) -> list[list[str]]:
+    """The rules each cue breaks, in the order of ``cues`` (one subtitle file's cues, sorted by start).
+
+    Gap and cue-break rules look at the next cue; lines are compared after stripping outer spaces.
+    """
+    if profile is None or isinstance(profile, str):
+        profile = get_profile(profile or "netflix-adult")
+    result: list[list[str]] = []
+    for k, cue in enumerate(cues):
+        lines = [line.strip() for line in cue.lines if line.strip()]
+        following = cues[k + 1] if k + 1 < len(cues) else None
+        broken: list[str] = []
+        if any(len(line) > profile.max_chars_per_line for line in lines):
+            broken.append("chars_per_line")
+        if len(lines) > profile.max_lines:
+            broken.append("max_lines")
+        duration = cue.end_ms - cue.start_ms
+        if duration < profile.min_duration_ms:
+            broken.append("min_duration")
+        if duration > profile.max_duration_ms:
+            broken.append("max_duration")
+        chars = len(" ".join(lines))
+        if chars - profile.max_cps * duration / 1000 > 1e-9:
+            broken.append("cps")
+        if following is not None and following.start_ms - cue.end_ms < profile.min_gap_ms:
+            broken.append("min_gap")
+        if any(is_forbidden_break(before, after) for before, after in pairwise(lines)):
+            broken.append("line_break")
+        if following is not None and lines and following.lines and is_forbidden_break(lines[-1], following.lines[0]):
+            broken.append("cue_break")
+        result.append(broken)
+    return result
+
+
+@dataclass
+class RuleTally:
+    """Cues checked and, per rule, how many broke it; ``add`` one subtitle file at a time."""
+
+    profile: SubtitleProfile = field(default_factory=get_profile)
+    cues: int = 0
+    broken: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+    cues_broken: int = 0  # cues that break at least one rule
+    words: int = 0
+    words_in_broken: int = 0  # words shown in a cue that breaks a rule: a share that lumping cues cannot shrink
+    examples: list[tuple[str, Cue, list[str]]] = field(default_factory=list)
+
+    def add(self, cues: Sequence[Cue], label: str = "") -> list[list[str]]:
+        violations = cue_violations(cues, self.profile)
+        self.cues += len(cues)
+        for cue, rules in zip(cues, violations):
+            words = len(" ".join(cue.lines).split())
+            self.words += words
+            for rule in rules:
+                self.broken[rule] += 1
+            if rules:
+                self.cues_broken += 1
+                self.words_in_broken += words
+                self.examples.append((label, cue, rules))
+        return violations
+
+    def shares(self) -> dict[str, float]:
+        """Per rule, the share of cues that break it, then of cues breaking any ("any") and of words shown in
+        such cues ("words"); 0 when there are no cues."""
+        shares = {rule: (count / self.cues if self.cues else 0.0) for rule, count in self.broken.items()}
+        shares["any"] = self.cues_broken / self.cues if self.cues else 0.0
+        shares["words"] = self.words_in_broken / self.words if self.words else 0.0
+        return shares
+
+
+def cues_from_srt(text: str) -> list[Cue]:
+    """Cues (times in ms, lines as displayed) from SubRip text, as a player would read them."""
+    subs = pysubs2.SSAFile.from_string(text, format_="srt")
+    subs.sort()
+    return [
+        Cue(index=number, start_ms=event.start, end_ms=event.end, lines=event.plaintext.split("\n"))
+        for number, event in enumerate(subs, 1)
+    ]
