@@ -50,14 +50,14 @@ test-core: venv system-packages
 	$(PY) -m pytest -m "not heavy and not docker and not scheduler" $(PYTEST_ARGS)
 
 test-heavy: venv-heavy
-	$(HEAVY_PY) -m pytest -m heavy tests/heavy $(PYTEST_ARGS)
+	$(HEAVY_PY) -m pytest -m heavy tests/heavy tests/test_voices_cli.py $(PYTEST_ARGS)
 
 test-docker: venv system-packages
 	bash images/docker-engine.sh
 	$(PY) -m pytest -m docker $(PYTEST_ARGS)
 
 test-scheduler: venv system-packages
-	$(PY) -m pytest -m scheduler $(PYTEST_ARGS)
+	$(PY) -m pytest -m scheduler tests/scheduler $(PYTEST_ARGS)
 
 bad-input-table: venv
 	$(PY) -m tests.reliability.corpus_table

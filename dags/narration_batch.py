@@ -32,11 +32,13 @@ from narration.render import render_chunk
 from narration.voices import voice_ids
 from operators import batch as glue
 from operators.connections import core_settings, storage
+from operators.notify import FailedItemsWebhookNotifier
 from operators.worker import worker_operator_class
 
 BATCH_OUTPUTS = Asset("narration_batch_outputs", uri="s3://narration/batches/")
 WorkerOperator = worker_operator_class()
 FORMATS = ["srt", "vtt", "ass", "json", "csv"]
+notify_failures = FailedItemsWebhookNotifier()  # posts failed/quarantined items when a webhook URL is configured
 
 PARAMS = {
     "manifest": Param("", type="string", title="Manifest key or prefix",
@@ -144,7 +146,8 @@ def narration_batch():
                               fallback_unavailable=fallback_unavailable)
         return result.model_dump(mode="json")
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BATCH_OUTPUTS])
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BATCH_OUTPUTS], on_success_callback=notify_failures,
+          on_failure_callback=notify_failures)
     def write_report():
         """Per-batch CSV and HTML report and summary with presigned URLs; accounts for every line."""
         batch_id = glue.batch_id_from_context(get_current_context())

@@ -1,7 +1,8 @@
 """The worker command line, the one contract both runners use (a local process or a container).
 
 A step reads its chunk description from S3, writes per-item outputs to S3, logs progress on stderr and prints
-exactly one JSON result line on stdout, last.
+exactly one JSON result line on stdout, last. ``narration voices ...`` manages the voice library for people:
+text on stdout (``--json`` for the result line instead).
 """
 
 from __future__ import annotations
@@ -61,53 +62,97 @@ def cmd_report(args, settings: Settings) -> dict:
 
 
 def _add_voice_commands(sub) -> None:
-    voices = sub.add_parser("voices", help="manage the reference voice library in S3")
+    voices = sub.add_parser("voices", help="manage the reference voice library in S3",
+                            description="Manage the reference voices in s3://<bucket>/voices/. Output is for people "
+                                        "(a table, a link); --json prints one JSON result line instead.")
     vsub = voices.add_subparsers(dest="voice_command", required=True)
-    up = vsub.add_parser("upload", help="validate and store a reference voice")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
+    up = vsub.add_parser("upload", parents=[common], help="validate and store a reference voice")
     up.add_argument("voice_id")
-    up.add_argument("wav", help="reference recording (WAV, 1-12 s)")
-    up.add_argument("--transcript", required=True, help="exactly what the reference says")
+    up.add_argument("wav", help="reference recording (PCM WAV, 1-12 s, at least 16 kHz)")
+    up.add_argument("--transcript", default=None,
+                    help="exactly what the reference says; without it ASR (the whisperx extra) transcribes it")
     up.add_argument("--language", default="en")
     up.add_argument("--espeak-voice", default="en-us", help="espeak-ng voice used by the CPU synthesizer")
-    vsub.add_parser("list", help="list the voices in the library")
-    show = vsub.add_parser("show", help="print one voice's metadata")
+    vsub.add_parser("list", parents=[common], help="list the voices in the library as a table")
+    show = vsub.add_parser("show", parents=[common], help="print one voice's metadata")
     show.add_argument("voice_id")
-    down = vsub.add_parser("download", help="print a presigned link to a voice's reference audio")
+    down = vsub.add_parser("download", parents=[common], help="print a presigned link to a voice's reference audio")
     down.add_argument("voice_id")
-    delete = vsub.add_parser("delete", help="remove a voice from the library")
+    down.add_argument("--expires", type=int, default=None, metavar="SECONDS",
+                      help="link lifetime (default NARRATION_PRESIGN_EXPIRY_S)")
+    delete = vsub.add_parser("delete", parents=[common], help="remove a voice from the library")
     delete.add_argument("voice_id")
 
 
-def cmd_voices(args, settings: Settings) -> dict:
+def voices_table(listed) -> str:
+    header = f"{'VOICE':<20} {'LANG':<6} {'SECONDS':>7} {'DBFS':>6} {'HZ':>6}  {'ESPEAK':<8} TRANSCRIPT"
+    rows = [f"{v.voice_id:<20} {v.language:<6} {v.duration_s:>7.2f} {v.loudness_dbfs:>6.1f} {v.sample_rate:>6}  "
+            f"{v.espeak_voice:<8} {_shorten(v.transcript, 50)}" for v in listed]
+    return "\n".join([header, *rows])
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
+    """(JSON result, text for people) of one ``narration voices`` command."""
     from narration import voices
-    from narration.layout import voice_reference_key
 
     storage = _storage(settings)
     if args.voice_command == "upload":
-        with open(args.wav, "rb") as fh:
-            info = voices.upload_voice(storage, args.voice_id, fh.read(), args.transcript, language=args.language,
-                                       espeak_voice=args.espeak_voice)
-        return {"uploaded": info.model_dump(mode="json")}
+        try:
+            with open(args.wav, "rb") as fh:
+                wav = fh.read()
+        except OSError as exc:
+            raise voices.VoiceError(f"cannot read {args.wav}: {exc.strerror}") from exc
+        info = voices.upload_voice(storage, args.voice_id, wav, args.transcript, language=args.language,
+                                   espeak_voice=args.espeak_voice, settings=settings)
+        text = (f"uploaded voice {info.voice_id}: {info.duration_s:.2f} s, {info.loudness_dbfs:.1f} dBFS, "
+                f"transcript ({info.transcript_source}): {info.transcript}")
+        return {"uploaded": info.model_dump(mode="json")}, text
     if args.voice_command == "list":
         listed = voices.list_voices(storage)
-        print(f"{'voice':<20} {'lang':<5} {'secs':>5} {'dBFS':>6}  transcript", file=sys.stderr)
-        for v in listed:
-            print(f"{v.voice_id:<20} {v.language:<5} {v.duration_s:>5.1f} {v.loudness_dbfs:>6.1f}  "
-                  f"{v.transcript[:60]}", file=sys.stderr)
-        return {"voices": [v.voice_id for v in listed]}
+        text = voices_table(listed) if listed else f"no voices under {storage.uri('voices/')}"
+        return {"voices": [v.model_dump(mode="json") for v in listed]}, text
     if args.voice_command == "show":
-        return voices.get_voice_info(storage, args.voice_id).model_dump(mode="json")
+        info = voices.get_voice_info(storage, args.voice_id).model_dump(mode="json")
+        width = max(len(k) for k in info)
+        return info, "\n".join(f"{k:<{width}}  {v}" for k, v in info.items())
     if args.voice_command == "download":
-        voices.get_voice_info(storage, args.voice_id)
-        return {"voice_id": args.voice_id,
-                "url": storage.presign(voice_reference_key(args.voice_id), settings.presign_expiry_s)}
+        expires = args.expires or settings.presign_expiry_s
+        url = voices.presign_voice(storage, args.voice_id, expires)
+        return {"voice_id": args.voice_id, "url": url, "expires_s": expires}, url
     voices.delete_voice(storage, args.voice_id)
-    return {"deleted": args.voice_id}
+    return {"deleted": args.voice_id}, f"deleted voice {args.voice_id}"
+
+
+def _run_voices(args, settings: Settings) -> int:
+    """Voice commands speak to people: text on stdout, one error line on stderr (exit 2 for a refused request,
+    1 when S3 failed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from narration.storage import StorageError
+    from narration.voices import VoiceError
+
+    try:
+        result, text = cmd_voices(args, settings)
+    except (VoiceError, StorageError, BotoCoreError, ClientError) as exc:
+        if args.json:
+            _emit({"error": f"{type(exc).__name__}: {exc}", "command": "voices"})
+        print(f"narration voices {args.voice_command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, VoiceError) else 1
+    if args.json:
+        _emit(result)
+    else:
+        print(text)
+    return 0
 
 
 COMMANDS: dict[str, Callable] = {
     "synthesize": cmd_synthesize, "align": cmd_align, "render": cmd_render, "report": cmd_report,
-    "voices": cmd_voices,
 }
 
 
@@ -133,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.WARNING if args.command == "voices" else logging.INFO  # people read voices' stderr
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    if args.command == "voices":
+        return _run_voices(args, settings)
     try:
         result = COMMANDS[args.command](args, settings)
     except Exception as exc:  # the result line still comes last, so the runner can show why

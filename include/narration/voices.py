@@ -1,10 +1,12 @@
 """The voice library in S3: reference audio (at most 12 s) with its transcript and metadata, one prefix a voice.
 
-F5-TTS clones the reference; the espeak-ng default uses the ``espeak_voice`` named in the metadata.
+F5-TTS clones the reference; the espeak-ng default uses the ``espeak_voice`` named in the metadata. These
+functions are what the ``narration voices`` commands and the DAG call.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import datetime, timezone
 
@@ -13,12 +15,15 @@ from pydantic import BaseModel, Field
 from narration import audio as audio_io
 from narration.layout import VOICES, voice_meta_key, voice_reference_key
 from narration.manifests import ID_PATTERN
+from narration.settings import Settings
 from narration.storage import Storage
 from narration.synth.base import Voice
 
 MAX_REFERENCE_S = 12.0  # F5-TTS clips the reference audio at 12 s but not its transcript
 MIN_REFERENCE_S = 1.0
 MIN_REFERENCE_DBFS = -50.0
+MIN_SAMPLE_RATE = 16000  # F5-TTS works at 24 kHz; narrow-band (8 kHz telephone) references clone badly
+TRANSCRIPT_GIVEN = "given"
 
 
 class VoiceError(ValueError):
@@ -33,20 +38,25 @@ class VoiceInfo(BaseModel):
     duration_s: float
     loudness_dbfs: float
     espeak_voice: str = "en-us"
+    transcript_source: str = Field(TRANSCRIPT_GIVEN, description="'given', or 'asr:<model>' when transcribed.")
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     extra: dict = Field(default_factory=dict)
 
 
-def validate_reference(voice_id: str, wav: bytes, transcript: str) -> tuple[int, float, float]:
-    """Check a reference recording; returns (sample_rate, duration_s, loudness_dbfs) or raises VoiceError."""
+def validate_voice_id(voice_id: str) -> None:
     if not ID_PATTERN.match(voice_id) or ".." in voice_id:
         raise VoiceError(f"voice id {voice_id!r} must be letters, digits, '.', '_' or '-' (no '..', no '/')")
-    if not transcript or not transcript.strip():
-        raise VoiceError(f"voice {voice_id!r}: the reference transcript is empty (F5-TTS needs the spoken text)")
+
+
+def validate_reference_audio(voice_id: str, wav: bytes) -> tuple[int, float, float]:
+    """Check a reference recording; returns (sample_rate, duration_s, loudness_dbfs) or raises VoiceError."""
     try:
         samples, rate = audio_io.from_wav_bytes(wav)
     except audio_io.AudioError as exc:
         raise VoiceError(f"voice {voice_id!r}: reference is not usable audio: {exc}") from exc
+    if rate < MIN_SAMPLE_RATE:
+        raise VoiceError(f"voice {voice_id!r}: reference is sampled at {rate} Hz, under the {MIN_SAMPLE_RATE} Hz "
+                         "minimum")
     duration = audio_io.duration_s(samples, rate)
     if duration > MAX_REFERENCE_S:
         raise VoiceError(f"voice {voice_id!r}: reference is {duration:.1f} s, over the {MAX_REFERENCE_S:.0f} s limit")
@@ -54,18 +64,63 @@ def validate_reference(voice_id: str, wav: bytes, transcript: str) -> tuple[int,
         raise VoiceError(f"voice {voice_id!r}: reference is {duration:.2f} s, under the {MIN_REFERENCE_S:.0f} s minimum")
     loudness = audio_io.rms_dbfs(samples)
     if loudness < MIN_REFERENCE_DBFS:
-        raise VoiceError(f"voice {voice_id!r}: reference is silent ({loudness:.0f} dBFS)")
+        raise VoiceError(f"voice {voice_id!r}: reference is silent ({loudness:.0f} dBFS, the floor is "
+                         f"{MIN_REFERENCE_DBFS:.0f} dBFS)")
     return rate, duration, loudness
 
 
+def validate_reference(voice_id: str, wav: bytes, transcript: str) -> tuple[int, float, float]:
+    """Check a reference recording and its transcript; returns (sample_rate, duration_s, loudness_dbfs)."""
+    validate_voice_id(voice_id)
+    if not transcript or not transcript.strip():
+        raise VoiceError(f"voice {voice_id!r}: the reference transcript is empty (F5-TTS needs the spoken text)")
+    return validate_reference_audio(voice_id, wav)
+
+
+def asr_available() -> bool:
+    return importlib.util.find_spec("faster_whisper") is not None
+
+
+def transcribe_reference(voice_id: str, wav: bytes, language: str = "en",
+                         settings: Settings | None = None) -> tuple[str, str]:
+    """(transcript, source) of a reference heard by the intelligibility gate's faster-whisper model.
+
+    Raises VoiceError when no ASR is installed or configured, saying that a transcript is then needed.
+    """
+    if not asr_available():
+        raise VoiceError(f"voice {voice_id!r}: no transcript given and no ASR installed to produce one; pass the "
+                         "transcript (--transcript) or install the whisperx extra (faster-whisper)")
+    from narration.gate import IntelligibilityGate
+
+    gate = IntelligibilityGate(settings or Settings())
+    samples, rate = audio_io.from_wav_bytes(wav)
+    try:
+        transcript = gate.transcribe(samples, rate, language=language.split("-")[0])
+    except FileNotFoundError as exc:
+        raise VoiceError(f"voice {voice_id!r}: no transcript given and the ASR model is missing ({exc}); pass the "
+                         "transcript (--transcript)") from exc
+    finally:
+        gate.close()
+    if not transcript.strip():
+        raise VoiceError(f"voice {voice_id!r}: no transcript given and ASR heard no words in the reference")
+    return transcript.strip(), f"asr:{gate.model_path.name}"
+
+
 def upload_voice(
-    storage: Storage, voice_id: str, wav: bytes, transcript: str, *, language: str = "en",
-    espeak_voice: str = "en-us", extra: dict | None = None,
+    storage: Storage, voice_id: str, wav: bytes, transcript: str | None, *, language: str = "en",
+    espeak_voice: str = "en-us", extra: dict | None = None, settings: Settings | None = None,
 ) -> VoiceInfo:
-    rate, duration, loudness = validate_reference(voice_id, wav, transcript)
+    """Validate and store a reference; ``transcript=None`` has ASR produce it (an empty string is refused)."""
+    source = TRANSCRIPT_GIVEN
+    if transcript is None:
+        validate_voice_id(voice_id)
+        rate, duration, loudness = validate_reference_audio(voice_id, wav)
+        transcript, source = transcribe_reference(voice_id, wav, language, settings)
+    else:
+        rate, duration, loudness = validate_reference(voice_id, wav, transcript)
     info = VoiceInfo(voice_id=voice_id, language=language, transcript=transcript.strip(), sample_rate=rate,
                      duration_s=round(duration, 3), loudness_dbfs=round(loudness, 1), espeak_voice=espeak_voice,
-                     extra=extra or {})
+                     transcript_source=source, extra=extra or {})
     storage.put_bytes(voice_reference_key(voice_id), wav)
     storage.put_json(voice_meta_key(voice_id), info)  # metadata last: its presence means the voice is complete
     return info
@@ -88,6 +143,12 @@ def get_voice_info(storage: Storage, voice_id: str) -> VoiceInfo:
         return VoiceInfo.model_validate(storage.get_json(voice_meta_key(voice_id)))
     except KeyError:
         raise VoiceError(f"unknown voice {voice_id!r}") from None
+
+
+def presign_voice(storage: Storage, voice_id: str, expires_s: int) -> str:
+    """A presigned GET link to a voice's reference audio (the voice must exist)."""
+    get_voice_info(storage, voice_id)
+    return storage.presign(voice_reference_key(voice_id), expires_s)
 
 
 def materialise_voice(storage: Storage, voice_id: str, directory: str) -> Voice:
