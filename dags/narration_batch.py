@@ -19,7 +19,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Metadata, Param, TriggerRule, dag, get_current_context, task
-
 from airflow.sdk.exceptions import AirflowFailException
 
 from narration import lifecycle
@@ -27,7 +26,7 @@ from narration.deliver import write_batch_report
 from narration.layout import BatchLayout
 from narration.manifests import ManifestError
 from narration.pipeline import align_chunk, load_chunk
-from narration.plan import load_plan, plan_batch as plan_batch_in_s3
+from narration.plan import plan_batch as plan_batch_in_s3
 from narration.render import render_chunk
 from narration.voices import voice_ids
 from operators import batch as glue
@@ -75,7 +74,7 @@ PARAMS = {
     doc_md=__doc__,
     tags=["narration", "tts", "subtitles"],
     default_args={"owner": "narration", "retries": 2, "retry_delay": timedelta(seconds=20),
-                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=10)},
+                  "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(minutes=10)},
 )
 def narration_batch():
     @task
@@ -163,11 +162,7 @@ def narration_batch():
         """Move manifests to processed/ or failed/ once the outputs are written."""
         batch_id = glue.batch_id_from_context(get_current_context())
         s3 = storage()
-        try:
-            plan = load_plan(s3, batch_id)
-            outcomes = {m.key: m.accepted > 0 for m in plan.manifests}
-        except KeyError:
-            outcomes = {}
+        outcomes = lifecycle.manifest_outcomes(s3, batch_id)
         return lifecycle.finish(s3, BatchLayout(batch_id).batch_id, outcomes)
 
     @task(trigger_rule=TriggerRule.ONE_FAILED)

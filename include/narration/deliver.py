@@ -41,11 +41,20 @@ def output_keys(row: ItemReportRow) -> dict[str, str]:
     return {kind: getattr(row, f"{kind}_key") for kind in OUTPUT_KINDS if getattr(row, f"{kind}_key")}
 
 
+def presign_output(storage: Storage, layout: BatchLayout, key: str, expiry_s: int) -> str | None:
+    """A download link for one of this batch's outputs; None (and a warning) for any key outside the batch, so a
+    tampered or stale record can never hand out links to voices, manifests or other batches."""
+    if not key.startswith(layout.root) or ".." in key.split("/"):
+        log.warning("not presigning %s: outside batch prefix %s", key, layout.root)
+        return None
+    return storage.presign(key, expiry_s)
+
+
 def _media_for(storage: Storage, layout: BatchLayout, row: ItemReportRow, expiry_s: int) -> ItemMedia:
     """What the HTML report shows for an item: presigned audio URL, samples for the waveform, words and cues."""
     media = ItemMedia()
-    if row.audio_key:
-        media.audio_url = storage.presign(row.audio_key, expiry_s)
+    if row.audio_key and row.audio_key.startswith(layout.root):
+        media.audio_url = presign_output(storage, layout, row.audio_key, expiry_s)
         try:
             media.samples, media.sample_rate = audio_io.from_wav_bytes(storage.get_bytes(row.audio_key))
         except KeyError:
@@ -54,7 +63,7 @@ def _media_for(storage: Storage, layout: BatchLayout, row: ItemReportRow, expiry
         doc = storage.get_json_or_none(layout.timing(row.item_id, row.timing_method))
         if doc:
             media.words = TimingRecord.model_validate(doc).words
-    if row.json_key:
+    if row.json_key and row.json_key.startswith(layout.root):
         media.cues = [Cue.model_validate(c) for c in storage.get_json(row.json_key).get("cues", [])]
     return media
 
@@ -76,11 +85,12 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
         "report_html": layout.report_html,
         "presigned_url_expiry_s": expiry,
         "downloads": {
-            "report_csv": storage.presign(layout.report_csv, expiry),
-            "report_html": storage.presign(layout.report_html, expiry),
+            "report_csv": presign_output(storage, layout, layout.report_csv, expiry),
+            "report_html": presign_output(storage, layout, layout.report_html, expiry),
             "items": {
-                row.item_id: {kind: storage.presign(key, expiry) for kind, key in output_keys(row).items()}
-                for row in rows if output_keys(row)
+                row.item_id: links for row in rows
+                if (links := {kind: url for kind, key in output_keys(row).items()
+                              if (url := presign_output(storage, layout, key, expiry))})
             },
         },
     })

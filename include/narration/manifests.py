@@ -11,6 +11,7 @@ import io
 import json
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,11 +21,21 @@ from narration.normalize import normalize_script
 from narration.schema import ItemSpec, LineError
 from narration.settings import Settings
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>")
+# An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
+# share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?\Z")
+MARKUP = re.compile(
+    r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>"  # <speak>, <break time="1s"/>, </p>
+    r"|<!--|<\?xml|<!\[CDATA\[|<!DOCTYPE"  # comments, XML declarations, CDATA
+    r"|&(?:amp|lt|gt|quot|apos|nbsp|#\d+|#x[0-9A-Fa-f]+);"  # character entities of escaped markup
+)
+# Trojan-source style bidirectional overrides: invisible, and they reorder what a reviewer reads.
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
 SUPPORTED_LANGUAGES = {"en", "en-us", "en-gb"}
 RAW_PREVIEW = 200
+MAX_METADATA_BYTES = 4096  # metadata travels in the plan and every chunk spec
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class ManifestError(ValueError):
@@ -49,6 +60,14 @@ class ManifestLine(BaseModel):
     def _strings_only(cls, value):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"must be a string, got {type(value).__name__}")
+        return value
+
+    @field_validator("speed", "seed", mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, value):
+        # JSON true/false would otherwise pass as 1/0; CSV cells arrive as strings and are parsed by the field.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, got a boolean")
         return value
 
 
@@ -76,7 +95,43 @@ class ValidationContext:
 
 
 def _preview(raw: str) -> str:
+    # Lone surrogates (undecodable bytes kept by surrogateescape) become U+FFFD, so the quarantine stays writable.
+    raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return raw if len(raw) <= RAW_PREVIEW else raw[:RAW_PREVIEW] + "..."
+
+
+def _unsafe_character(value: str) -> str | None:
+    """Why ``value`` cannot be narrated or stored as-is: a control, bidi override or lone surrogate; else None."""
+    for position, ch in enumerate(value):
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            return f"invalid Unicode (lone surrogate U+{ord(ch):04X} at position {position})"
+        if category == "Cc" or ch in BIDI_CONTROLS:
+            return f"control characters (U+{ord(ch):04X} at position {position})"
+    return None
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        return "metadata contains invalid Unicode (a lone surrogate)"
+    if size > MAX_METADATA_BYTES:
+        return f"metadata is {size} bytes, over the limit of {MAX_METADATA_BYTES}"
+    return None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def _decode_line(raw: bytes) -> str:
@@ -106,11 +161,16 @@ def _check_line(
         return reject("text", "text is empty")
     if len(text) > settings.max_text_chars:
         return reject("text", f"text is {len(text)} characters, over the limit of {settings.max_text_chars}")
-    if any(ord(ch) < 32 for ch in text):
-        return reject("text", "text contains control characters")
+    unsafe = _unsafe_character(text)
+    if unsafe:
+        return reject("text", f"text contains {unsafe}")
     if MARKUP.search(text):
         return reject("text", "markup (SSML/HTML tags) is not supported; give plain text")
-    if not normalize_script(text):
+    try:
+        speakable = normalize_script(text)
+    except Exception as exc:  # a normaliser bug costs this line only, never the manifest
+        return reject("text", f"text cannot be normalised for speech ({type(exc).__name__}: {exc})")
+    if not speakable:
         return reject("text", "text has nothing speakable (only punctuation, symbols or emoji)")
 
     item_id = fields.id if fields.id is not None else default_id
@@ -118,7 +178,7 @@ def _check_line(
         return reject(
             "id",
             "id must be 1-96 characters of letters, digits, '.', '_' or '-', start with a letter or digit, "
-            "and contain no '..'",
+            "end with a letter, digit or '_', and contain no '..'",
         )
     if item_id in ctx.seen_ids:
         return reject("id", f"duplicate id {item_id!r} (first used at {ctx.seen_ids[item_id]})")
@@ -128,9 +188,13 @@ def _check_line(
         known = ", ".join(sorted(ctx.voices)) or "none"
         return reject("voice", f"unknown voice {voice!r}; voices in the library: {known}")
 
-    language = (fields.language or ctx.default_language or settings.default_language).lower()
+    language = (fields.language or ctx.default_language or settings.default_language).lower().replace("_", "-")
     if language not in SUPPORTED_LANGUAGES:
         return reject("language", f"unsupported language {language!r}; supported: {sorted(SUPPORTED_LANGUAGES)}")
+
+    problem = _metadata_problem(fields.metadata)
+    if problem:
+        return reject("metadata", problem)
 
     if ctx.accepted >= settings.max_items_per_batch:
         return reject(None, f"batch limit of {settings.max_items_per_batch} items reached; line not processed")
@@ -161,13 +225,20 @@ def _iter_byte_lines(data: bytes) -> Iterable[tuple[int, bytes]]:
         yield number, raw
 
 
+def _undecodable(name: str, line_no: int, raw_bytes: bytes, exc: UnicodeDecodeError, field_name: str | None
+                 ) -> LineError:
+    return LineError(manifest=name, line=line_no, field=field_name,
+                     reason=f"not valid UTF-8 (byte {exc.start}); save the manifest as UTF-8",
+                     raw=repr(raw_bytes[:80]))
+
+
 def _parse_txt(name: str, data: bytes, ctx: ValidationContext, out: ParsedManifest) -> None:
     for line_no, raw_bytes in _iter_byte_lines(data):
         try:
             raw = _decode_line(raw_bytes)
         except UnicodeDecodeError as exc:
-            out.errors.append(LineError(manifest=name, line=line_no, field="text",
-                                        reason=f"not valid UTF-8 (byte {exc.start})", raw=repr(raw_bytes[:80])))
+            out.lines_seen += 1
+            out.errors.append(_undecodable(name, line_no, raw_bytes, exc, "text"))
             continue
         if not raw.strip():
             continue
@@ -176,26 +247,34 @@ def _parse_txt(name: str, data: bytes, ctx: ValidationContext, out: ParsedManife
         (out.items if isinstance(out_item, ItemSpec) else out.errors).append(out_item)
 
 
+def _load_json_line(raw: str) -> tuple[object, str | None]:
+    """The line's JSON value, or the reason it is not acceptable JSON."""
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_keys), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except _DuplicateKey as exc:
+        return None, f"invalid JSON: the field {str(exc)!r} appears more than once"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+
+
 def _parse_jsonl(name: str, data: bytes, ctx: ValidationContext, out: ParsedManifest) -> None:
     for line_no, raw_bytes in _iter_byte_lines(data):
         try:
             raw = _decode_line(raw_bytes)
         except UnicodeDecodeError as exc:
-            out.errors.append(LineError(manifest=name, line=line_no, field=None,
-                                        reason=f"not valid UTF-8 (byte {exc.start})", raw=repr(raw_bytes[:80])))
+            out.lines_seen += 1
+            out.errors.append(_undecodable(name, line_no, raw_bytes, exc, None))
             continue
         if not raw.strip():
             continue
         out.lines_seen += 1
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            out.errors.append(LineError(manifest=name, line=line_no, field=None,
-                                        reason=f"invalid JSON: {exc.msg} at column {exc.colno}", raw=_preview(raw)))
-            continue
-        if not isinstance(obj, dict):
-            out.errors.append(LineError(manifest=name, line=line_no, field=None,
-                                        reason=f"expected a JSON object, got {type(obj).__name__}", raw=_preview(raw)))
+        obj, problem = _load_json_line(raw)
+        if problem is None and not isinstance(obj, dict):
+            problem = f"expected a JSON object, got {type(obj).__name__}"
+        if problem:
+            out.errors.append(LineError(manifest=name, line=line_no, field=None, reason=problem, raw=_preview(raw)))
             continue
         try:
             fields = ManifestLine.model_validate(obj)
@@ -208,6 +287,22 @@ def _parse_jsonl(name: str, data: bytes, ctx: ValidationContext, out: ParsedMani
         (out.items if isinstance(out_item, ItemSpec) else out.errors).append(out_item)
 
 
+def _csv_rows(reader) -> Iterable[tuple[int, list[str] | None, str | None]]:
+    """(first line number, cells, None) per record, or (line, None, reason) for a record the csv module refuses."""
+    start_line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit: costs only that record
+            yield start_line + 1, None, f"unreadable CSV record: {exc}"
+            start_line = reader.line_num
+            continue
+        yield start_line + 1, row, None
+        start_line = reader.line_num
+
+
 def _parse_csv(name: str, data: bytes, ctx: ValidationContext, out: ParsedManifest) -> None:
     # Decode leniently so one bad byte costs only its own row; such rows are rejected below.
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
@@ -216,24 +311,36 @@ def _parse_csv(name: str, data: bytes, ctx: ValidationContext, out: ParsedManife
         header = next(reader)
     except StopIteration:
         raise ManifestError(f"{name}: empty CSV file (a header row with a 'text' column is required)") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{name}: the CSV header row cannot be read: {exc}") from None
     columns = [c.strip().lower() for c in header]
     unknown = [c for c in columns if c not in CSV_FIELDS]
-    if "text" not in columns or unknown:
-        reason = f"unknown column(s) {unknown}" if unknown else "missing the 'text' column"
-        out.errors.append(LineError(manifest=name, line=1, field="header",
-                                    reason=f"{reason}; allowed columns: {sorted(CSV_FIELDS)}", raw=_preview(",".join(header))))
-        return
-    start_line = 1
-    for row in reader:
-        line_no = start_line + 1
-        start_line = reader.line_num
-        raw = ",".join(row)
-        if not any(cell.strip() for cell in row):
-            continue
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if "text" not in columns or unknown or repeated:
+        if unknown:
+            reason = f"unknown column(s) {[_preview(c) for c in unknown]}"
+        elif repeated:
+            reason = f"repeated column(s) {repeated}"
+        else:
+            reason = "missing the 'text' column"
         out.lines_seen += 1
+        out.errors.append(LineError(manifest=name, line=1, field="header",
+                                    reason=f"{reason}; allowed columns: {sorted(CSV_FIELDS)}",
+                                    raw=_preview(",".join(header))))
+        return
+    records = 0
+    for line_no, row, problem in _csv_rows(reader):
+        if row is not None and not any(cell.strip() for cell in row):
+            continue
+        records += 1
+        out.lines_seen += 1
+        if problem:
+            out.errors.append(LineError(manifest=name, line=line_no, field=None, reason=problem, raw=""))
+            continue
+        raw = ",".join(row)
         if any("\udc80" <= ch <= "\udcff" for ch in raw):
-            out.errors.append(LineError(manifest=name, line=line_no, field=None, reason="not valid UTF-8",
-                                        raw=_preview(raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))))
+            out.errors.append(LineError(manifest=name, line=line_no, field=None,
+                                        reason="not valid UTF-8; save the manifest as UTF-8", raw=_preview(raw)))
             continue
         if len(row) != len(columns):
             out.errors.append(LineError(manifest=name, line=line_no, field=None,
@@ -249,6 +356,8 @@ def _parse_csv(name: str, data: bytes, ctx: ValidationContext, out: ParsedManife
             continue
         out_item = _check_line(name, line_no, raw, fields, ctx, _default_id(name, line_no))
         (out.items if isinstance(out_item, ItemSpec) else out.errors).append(out_item)
+    if not records:
+        raise ManifestError(f"{name}: the CSV has a header row but no data rows")
 
 
 PARSERS = {".txt": _parse_txt, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
@@ -265,6 +374,8 @@ def parse_manifest(name: str, data: bytes, ctx: ValidationContext) -> ParsedMani
         )
     if not data.removeprefix(b"\xef\xbb\xbf").strip():
         raise ManifestError(f"{name}: the manifest is empty")
+    if data.startswith(UTF16_BOMS):
+        raise ManifestError(f"{name}: the manifest is UTF-16 text; save it as UTF-8")
     out = ParsedManifest(name=name)
     PARSERS[suffix](name, data, ctx, out)
     return out

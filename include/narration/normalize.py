@@ -43,10 +43,10 @@ CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "poun
 
 _EDGE_PUNCT = "\"'“”‘’«»()[]{}<>,;:!?.…—–-*_/\\|~^`"
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_RE_CURRENCY = re.compile(rf"^([$£€])({_NUMBER})(k|m|bn|million|billion)?$", re.I)
+_RE_CURRENCY = re.compile(rf"^([$£€])({_NUMBER})(k|m|bn|million|billion)?$", re.IGNORECASE)
 _RE_PERCENT = re.compile(rf"^({_NUMBER})%$")
-_RE_ORDINAL = re.compile(r"^(\d+)(st|nd|rd|th)$", re.I)
-_RE_TIME = re.compile(r"^(\d{1,2}):(\d{2})(am|pm)?$", re.I)
+_RE_ORDINAL = re.compile(r"^(\d+)(st|nd|rd|th)$", re.IGNORECASE)
+_RE_TIME = re.compile(r"^(\d{1,2}):(\d{2})(am|pm)?$", re.IGNORECASE)
 _RE_RANGE = re.compile(rf"^({_NUMBER})[-–]({_NUMBER})$")
 _RE_NUMBER = re.compile(rf"^{_NUMBER}$")
 _RE_DECADE = re.compile(r"^(\d{2,4})'?s$")
@@ -125,9 +125,9 @@ def speak_token(core: str) -> str:
     if _RE_NUMBER.match(core):
         return _number(core)
     # Mixed letters and digits ("MP3", "3D", "COVID-19"): speak the digits, keep the letters.
-    if any(ch.isdigit() for ch in core):
+    if any(ch.isdecimal() for ch in core):
         parts = re.findall(r"\d+(?:\.\d+)?|[^\d]+", core)
-        return " ".join(_number(p) if p[0].isdigit() else p for p in parts)
+        return " ".join(_number(p) if p[0].isdecimal() else p for p in parts)
     return core
 
 

@@ -1,7 +1,8 @@
 """The worker steps: synthesize, align and render one chunk, reading from and writing to S3.
 
 Each step loads its backend once per chunk, isolates failures per item (one bad item never fails its chunk),
-skips items whose outputs already exist for the same inputs, and returns a small :class:`ChunkResult`.
+skips items whose outputs already exist for the same inputs, and returns a small :class:`ChunkResult`. An
+unreachable S3 is not an item failure: it fails the chunk, so that the task is retried and redoes only what is missing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 import traceback
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
+from narration.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
 from narration.schema import (
@@ -29,7 +32,7 @@ from narration.schema import (
     WordTiming,
 )
 from narration.settings import Settings
-from narration.storage import Storage
+from narration.storage import Storage, StorageError
 from narration.synth import get_synthesizer_class
 from narration.voices import materialise_voice
 
@@ -41,6 +44,25 @@ Progress = Callable[[str], None]
 def cache_key(*parts: object) -> str:
     """A content hash of everything an output depends on; equal keys mean the output can be reused."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+# Where each backend reads its own parameters from (its settings class's environment prefix).
+BACKEND_ENV_PREFIXES = {"f5tts": ("NARRATION_F5TTS_", "NARRATION_GATE_")}
+
+
+def backend_params(backend: str, settings: Settings, environ: dict[str, str] | None = None) -> dict:
+    """The configuration a backend's output depends on: its ``NARRATION_<BACKEND>_*`` environment and the model
+    cache root; part of every cache key, so changing a model or a sampling parameter redoes the work."""
+    environ = os.environ if environ is None else environ
+    prefixes = BACKEND_ENV_PREFIXES.get(backend, (f"NARRATION_{backend.upper()}_",))
+    params = {k: v for k, v in sorted(environ.items()) if k.startswith(prefixes)}
+    params["model_dir"] = settings.model_dir
+    return params
+
+
+def chunk_params(chunk: ChunkSpec) -> dict:
+    """The chunk's parameters that shape outputs (``force`` only decides whether to reuse them)."""
+    return {k: v for k, v in chunk.params.items() if k != "force"}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -71,27 +93,37 @@ def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: d
                      voice_etag, params)
 
 
+def synthesis_is_current(record: dict | None, storage: Storage, layout: BatchLayout, key: str) -> bool:
+    """True when the item's synthesis record is for exactly these inputs and its audio is in place."""
+    return bool(record and record.get("status") == ItemStatus.SYNTHESIZED
+                and record.get("params", {}).get("cache_key") == key
+                and storage.exists(layout.audio(record.get("item_id", ""))))
+
+
 def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, progress: Progress = log.info
                      ) -> ChunkResult:
     layout = BatchLayout(chunk.batch_id)
     clock = _Clock()
     force = bool(chunk.params.get("force"))
+    faults = FaultPlan("synthesize", chunk.chunk_id)
     synth_cls = get_synthesizer_class(chunk.synthesizer)
+    params = {**backend_params(chunk.synthesizer, settings), **chunk_params(chunk)}
     results: list[ItemResult] = []
     skipped = 0
-    todo: list[tuple[ItemSpec, str]] = []
+    todo: list[tuple[int, ItemSpec, str]] = []
     etags: dict[str, str] = {}
-    for item in chunk.items:
+    for position, item in enumerate(chunk.items, start=1):
         if item.voice not in etags:
             etags[item.voice] = storage.etag(voice_reference_key(item.voice)) or "missing"
-        key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], {})
-        existing = None if force else storage.get_json_or_none(layout.synthesis(item.item_id))
-        if existing and existing.get("status") == ItemStatus.SYNTHESIZED and existing.get("params", {}).get(
-                "cache_key") == key and storage.exists(layout.audio(item.item_id)):
+        key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
+        record = storage.get_json_or_none(layout.synthesis(item.item_id))
+        if not force and synthesis_is_current(record, storage, layout, key):
             results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIZED))
             skipped += 1
             continue
-        todo.append((item, key))
+        if record is not None:  # retract it first: a kill before the new record must not leave it vouching
+            storage.delete(layout.synthesis(item.item_id))
+        todo.append((position, item, key))
 
     loads = 0
     if todo:
@@ -102,9 +134,11 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
         loads = 1
         try:
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir:
-                for item, key in todo:
-                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock))
+                for position, item, key in todo:
+                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, faults,
+                                                    position))
                     progress(f"synthesized {item.item_id}: {results[-1].status.value}")
+                    faults.after_item(position, fresh=True)
         finally:
             synth.close()
     order = {i.item_id: n for n, i in enumerate(chunk.items)}
@@ -115,15 +149,17 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
                        wall_s=round(time.perf_counter() - clock.start, 4), skipped=skipped)
 
 
-def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock
-                     ) -> ItemResult:
+def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock,
+                     faults: FaultPlan, position: int) -> ItemResult:
     t0 = time.perf_counter()
     tokens = _tokens(item)
     try:
         voice = materialise_voice(storage, item.voice, voice_dir)
+        faults.before_backend(item.item_id)
         out = synth.synthesize(tokens, voice, speed=item.speed, seed=item.seed)
         elapsed = time.perf_counter() - t0
         audio_key = storage.put_bytes(layout.audio(item.item_id), audio_io.to_wav_bytes(out.audio, out.sample_rate))
+        faults.mid_item(position)
         record = SynthesisRecord(
             item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
             sample_rate=out.sample_rate, audio_seconds=round(audio_io.duration_s(out.audio, out.sample_rate), 3),
@@ -133,6 +169,8 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
         )
         status = ItemStatus.SYNTHESIZED
         error = None
+    except StorageError:
+        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
     except Exception as exc:  # one bad item must not fail its chunk
         elapsed = time.perf_counter() - t0
         log.error("synthesis of %s failed: %s", item.item_id, traceback.format_exc())
@@ -141,7 +179,7 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
                                  tokens=tokens, compute_s=round(elapsed, 4), error=error)
         status = ItemStatus.SYNTHESIS_FAILED
     clock.compute_s += elapsed
-    storage.put_json(layout.synthesis(item.item_id), record)
+    storage.put_json(layout.synthesis(item.item_id), record)  # written last: its presence means the item is done
     return ItemResult(item_id=item.item_id, status=status, error=error)
 
 
@@ -167,6 +205,15 @@ def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
     return None
 
 
+def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord, audio_etag: str | None,
+                        settings: Settings) -> str:
+    """What a timing record depends on: the exact audio (its ETag), the script, the backend and its parameters,
+    and the quality gate that decides between aligned and needs-fallback."""
+    return cache_key("alignment", backend, item.language, synthesis.params.get("cache_key"), audio_etag,
+                     [t.model_dump() for t in synthesis.tokens], backend_params(backend, settings),
+                     settings.max_untimed_ratio, settings.min_mean_score)
+
+
 def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
                 progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
                 ) -> ChunkResult:
@@ -175,17 +222,23 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     As the primary step, items routed to fallback (``timing_method=google`` or ``force_fallback``) are marked
     ``needs_fallback`` without work. As a fallback step, each item records the primary's reason and every backend
     tried; a failure there ends the item as ``timing_failed``.
+
+    A record is reused when it was made from the same inputs (``model`` carries the cache key) and is a verdict:
+    aligned, or judged not alignable. A crash or a backend that did not load leaves no key, so a retry redoes it.
     """
     layout = BatchLayout(chunk.batch_id)
     primary = backend is None or backend == chunk.aligner
     backend = backend or chunk.aligner
     aligner_cls = aligner_factory or get_aligner_class(backend)  # an unknown name fails before any work
+    step = "align" if primary else "fallback"
     clock = _Clock()
     force = bool(chunk.params.get("force"))
+    faults = FaultPlan(step, chunk.chunk_id)
+    verdicts = {ItemStatus.ALIGNED, ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED}
     results: list[ItemResult] = []
-    todo: list[tuple[ItemSpec, SynthesisRecord, TimingRecord | None]] = []
+    todo: list[tuple[int, ItemSpec, SynthesisRecord, TimingRecord | None, str]] = []
     skipped = 0
-    for item in chunk.items:
+    for position, item in enumerate(chunk.items, start=1):
         synthesis = _load_synthesis(storage, layout, item.item_id)
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
             reason = synthesis.error if synthesis else "no synthesis record: the synthesis step did not finish it"
@@ -196,20 +249,24 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
                    else "routed to fallback by force_fallback")
             record = TimingRecord(item_id=item.item_id, status=ItemStatus.NEEDS_FALLBACK, method="none",
                                   attempted=[], fallback_reason=why, language=item.language, words=[])
-            storage.put_json(layout.timing(item.item_id, backend), record)
+            key = layout.timing(item.item_id, backend)
+            if storage.get_json_or_none(key) != json.loads(record.model_dump_json()):
+                storage.put_json(key, record)
             results.append(ItemResult(item_id=item.item_id, status=record.status, error=why))
             continue
+        tag = f"{backend}:{alignment_cache_key(backend, item, synthesis, storage.etag(synthesis.audio_key), settings)}"
         existing = None if force else storage.get_json_or_none(layout.timing(item.item_id, backend))
-        if existing and existing.get("status") == ItemStatus.ALIGNED and existing.get("model") == _model_tag(
-                backend, synthesis):
-            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.ALIGNED))
+        if existing and existing.get("model") == tag and existing.get("status") in verdicts:
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus(existing["status"]),
+                                      error=existing.get("fallback_reason") if existing["status"] != ItemStatus.ALIGNED
+                                      else None))
             skipped += 1
             continue
         previous = None
         if not primary:
             doc = storage.get_json_or_none(layout.timing(item.item_id, chunk.aligner))
             previous = TimingRecord.model_validate(doc) if doc else None
-        todo.append((item, synthesis, previous))
+        todo.append((position, item, synthesis, previous, tag))
 
     loads = 0
     if todo:
@@ -224,58 +281,60 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
         clock.load_s = time.perf_counter() - t0
         loads = 1
         try:
-            for item, synthesis, previous in todo:
-                record = _align_item(storage, layout, aligner, item, synthesis, previous, primary, settings,
-                                     clock, load_error)
+            for position, item, synthesis, previous, tag in todo:
+                record = _align_item(storage, aligner, item, synthesis, previous, primary, settings, clock,
+                                     load_error, tag, faults)
                 storage.put_json(layout.timing(item.item_id, backend), record)
                 results.append(ItemResult(item_id=item.item_id, status=record.status,
                                           error=record.fallback_reason if record.status != ItemStatus.ALIGNED
                                           else None))
                 progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
+                faults.after_item(position, fresh=True)
         finally:
             aligner.close()
     order = {i.item_id: n for n, i in enumerate(chunk.items)}
     results.sort(key=lambda r: order[r.item_id])
-    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="align" if primary else "fallback",
+    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step=step,
                        backend=backend, items=results, model_loads=loads, model_load_s=round(clock.load_s, 4),
                        compute_s=round(clock.compute_s, 4), wall_s=round(time.perf_counter() - clock.start, 4),
                        skipped=skipped)
 
 
-def _model_tag(backend: str, synthesis: SynthesisRecord) -> str:
-    return f"{backend}:{synthesis.params.get('cache_key', '')}"
-
-
-def _align_item(storage, layout, aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None,
-                primary: bool, settings: Settings, clock: _Clock, load_error: str | None) -> TimingRecord:
+def _align_item(storage, aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None,
+                primary: bool, settings: Settings, clock: _Clock, load_error: str | None, tag: str,
+                faults: FaultPlan) -> TimingRecord:
     attempted = (previous.attempted if previous else []) + [aligner.name]
     earlier_reason = previous.fallback_reason if previous else None
     failed_status = ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED
     base = dict(item_id=item.item_id, attempted=attempted, resolution_ms=aligner.resolution_ms,
-                language=item.language, model=_model_tag(aligner.name, synthesis))
+                language=item.language)
 
-    def failed(reason: str, words=None, compute_s=0.0) -> TimingRecord:
+    def failed(reason: str, words=None, compute_s=0.0, verdict: bool = True) -> TimingRecord:
+        # Only a verdict carries the cache key; a crash is retried by the next run of the step.
         full = f"{earlier_reason}; then {aligner.name}: {reason}" if earlier_reason else f"{aligner.name}: {reason}"
         return TimingRecord(status=failed_status, method=aligner.name, fallback_reason=full, words=words or [],
-                            compute_s=round(compute_s, 4), error=reason, **base)
+                            compute_s=round(compute_s, 4), error=reason, model=tag if verdict else None, **base)
 
     if load_error:
-        return failed(load_error)
+        return failed(load_error, verdict=False)
     t0 = time.perf_counter()
     try:
         samples, rate = audio_io.from_wav_bytes(storage.get_bytes(synthesis.audio_key))
+        faults.before_backend(item.item_id)
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
+    except StorageError:
+        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
     except AlignmentError as exc:
         clock.compute_s += time.perf_counter() - t0
         return failed(str(exc), compute_s=time.perf_counter() - t0)
     except Exception as exc:  # a backend crash on one item reroutes only that item
         log.error("alignment of %s with %s crashed: %s", item.item_id, aligner.name, traceback.format_exc())
         clock.compute_s += time.perf_counter() - t0
-        return failed(_error_text(exc), compute_s=time.perf_counter() - t0)
+        return failed(_error_text(exc), compute_s=time.perf_counter() - t0, verdict=False)
     elapsed = time.perf_counter() - t0
     clock.compute_s += elapsed
     problem = quality_problem(words, settings)
     if problem:
         return failed(problem, words, elapsed)
     return TimingRecord(status=ItemStatus.ALIGNED, method=aligner.name, fallback_reason=earlier_reason,
-                        words=words, compute_s=round(elapsed, 4), **base)
+                        words=words, compute_s=round(elapsed, 4), model=tag, **base)

@@ -126,4 +126,5 @@ def load_quarantine(storage: Storage, batch_id: str) -> list[LineError]:
         text = storage.get_text(BatchLayout(batch_id).quarantine)
     except KeyError:
         return []
-    return [LineError.model_validate_json(line) for line in text.splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() also breaks at U+0085 and U+2028, which JSON leaves unescaped in reasons
+    return [LineError.model_validate_json(line) for line in text.split("\n") if line.strip()]

@@ -1,24 +1,30 @@
 """The render step: pick each item's final timings (primary, else fallback), write its subtitle and word files,
 and write its result record last, which is also the item's row in the batch report.
+
+The result record carries a content hash of everything the item's files were made from (S3 user metadata
+``render-key``); a re-run finds it, sees the files in place and skips the item, unless ``force`` is set.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 
+from narration.faults import FaultPlan
 from narration.layout import BatchLayout
-from narration.pipeline import Progress, load_chunk  # noqa: F401  (load_chunk re-exported for callers)
+from narration.pipeline import Progress, cache_key, load_chunk  # noqa: F401  (load_chunk re-exported for callers)
 from narration.report import item_row
-from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemStatus, SynthesisRecord, TimingRecord
+from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
-from narration.storage import Storage
+from narration.storage import Storage, StorageError
 from narration.subtitles import formats as subtitle_formats
 from narration.subtitles import get_profile, segment_cues
 
 log = logging.getLogger(__name__)
 
 FALLBACK_BACKEND = "google"
+RENDER_KEY = "render-key"  # S3 user metadata on result.json
 
 
 def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str,
@@ -45,49 +51,94 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                  progress: Progress = log.info) -> ChunkResult:
     layout = BatchLayout(chunk.batch_id)
     profile = get_profile(profile_name)
+    force = bool(chunk.params.get("force"))
+    faults = FaultPlan("render", chunk.chunk_id)
     started = time.perf_counter()
     results = []
-    for item in chunk.items:
+    skipped = 0
+    for position, item in enumerate(chunk.items, start=1):
         t0 = time.perf_counter()
         synth_doc = storage.get_json_or_none(layout.synthesis(item.item_id))
         synthesis = SynthesisRecord.model_validate(synth_doc) if synth_doc else None
-        outputs: dict[str, str] = {}
-        if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
-            error = synthesis.error if synthesis else "synthesis did not complete (no synthesis record)"
-            row = item_row(item, synthesis, status=ItemStatus.SYNTHESIS_FAILED, error=error)
-        else:
-            outputs["audio"] = synthesis.audio_key
+        timing = None
+        if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
             timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
-            if timing is None or timing.status != ItemStatus.ALIGNED:
-                error = timing.fallback_reason if timing else "alignment did not complete (no timing record)"
-                row = item_row(item, synthesis, timing, outputs=outputs, status=ItemStatus.TIMING_FAILED,
-                               error=error, low_confidence_below=settings.low_confidence_scores.get(timing.method))
-                # No backend's timings ship with this item: name none (the reason lists what was tried).
-                row = row.model_copy(update={"timing_method": None})
-            else:
-                cues = segment_cues(timing.words, profile)
-                metadata = {
-                    "item_id": item.item_id, "batch_id": chunk.batch_id, "method": timing.method,
-                    "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,
-                    "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
-                    "synthesizer": synthesis.backend, "profile": profile.name,
-                }
-                documents = {
-                    "srt": lambda: subtitle_formats.to_srt(cues),
-                    "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words,
-                                                           inline_word_timestamps=vtt_word_timestamps),
-                    "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
-                    "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
-                    "csv": lambda: subtitle_formats.to_words_csv(timing.words),
-                }
-                for fmt in formats:
-                    outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), documents[fmt]())
-                row = item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,
-                               low_confidence_below=settings.low_confidence_scores.get(timing.method))
-        storage.put_json(layout.result(item.item_id), row)
+        key = cache_key("render", synthesis.model_dump(mode="json") if synthesis else None,
+                        timing.model_dump(mode="json") if timing else None, formats, profile.name,
+                        vtt_word_timestamps, settings.low_confidence_scores)
+        expected = _expected_outputs(layout, item.item_id, synthesis, timing, formats)
+        current = None if force else storage.metadata(layout.result(item.item_id))
+        if current is not None and current.get(RENDER_KEY) == key and expected <= set(
+                storage.list_keys(layout.item_prefix(item.item_id))):
+            row = storage.get_json(layout.result(item.item_id))
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus(row["status"]), error=row.get("error")))
+            skipped += 1
+            continue
+        if current is not None:  # retract it first: a kill before the new record must not leave it vouching
+            storage.delete(layout.result(item.item_id))
+        try:
+            faults.before_backend(item.item_id)
+            row = _render_item(storage, settings, layout, chunk, item, synthesis, timing, formats, profile,
+                               vtt_word_timestamps)
+            metadata = {RENDER_KEY: key}
+        except StorageError:
+            raise  # S3 is unreachable: the chunk fails and is retried; the item is not at fault
+        except Exception as exc:  # one item that breaks a writer must not fail its chunk
+            log.error("rendering %s failed: %s", item.item_id, traceback.format_exc())
+            row = item_row(item, synthesis, timing, status=ItemStatus.FAILED,
+                           error=f"rendering failed: {type(exc).__name__}: {exc}")
+            metadata = None  # no key: the next run renders it again
+        storage.put_json(layout.result(item.item_id), row, metadata=metadata)
         results.append(ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error))
         progress(f"rendered {item.item_id}: {row.status} ({time.perf_counter() - t0:.2f} s)")
+        faults.after_item(position, fresh=True)
     return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="render", backend="pysubs2",
                        items=results, model_loads=0, model_load_s=0.0,
                        compute_s=round(time.perf_counter() - started, 4),
-                       wall_s=round(time.perf_counter() - started, 4))
+                       wall_s=round(time.perf_counter() - started, 4), skipped=skipped)
+
+
+def _expected_outputs(layout: BatchLayout, item_id: str, synthesis: SynthesisRecord | None,
+                      timing: TimingRecord | None, formats: list[str]) -> set[str]:
+    """Every object a finished render of the item leaves under its prefix."""
+    keys = {layout.result(item_id)}
+    if synthesis is not None and synthesis.audio_key:
+        keys.add(synthesis.audio_key)
+    if timing is not None and timing.status == ItemStatus.ALIGNED:
+        keys.update(layout.subtitle(item_id, fmt) for fmt in formats)
+    return keys
+
+
+def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chunk: ChunkSpec, item: ItemSpec,
+                 synthesis: SynthesisRecord | None, timing: TimingRecord | None, formats: list[str], profile,
+                 vtt_word_timestamps: bool):
+    outputs: dict[str, str] = {}
+    if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
+        error = synthesis.error if synthesis else "synthesis did not complete (no synthesis record)"
+        return item_row(item, synthesis, status=ItemStatus.SYNTHESIS_FAILED, error=error)
+    outputs["audio"] = synthesis.audio_key
+    if timing is None or timing.status != ItemStatus.ALIGNED:
+        error = timing.fallback_reason if timing else "alignment did not complete (no timing record)"
+        row = item_row(item, synthesis, timing, outputs=outputs, status=ItemStatus.TIMING_FAILED, error=error,
+                       low_confidence_below=settings.low_confidence_scores.get(timing.method) if timing else None)
+        # No backend's timings ship with this item: name none (the reason lists what was tried).
+        return row.model_copy(update={"timing_method": None})
+    cues = segment_cues(timing.words, profile)
+    metadata = {
+        "item_id": item.item_id, "batch_id": chunk.batch_id, "method": timing.method,
+        "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,
+        "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
+        "synthesizer": synthesis.backend, "profile": profile.name,
+    }
+    documents = {
+        "srt": lambda: subtitle_formats.to_srt(cues),
+        "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words, inline_word_timestamps=vtt_word_timestamps),
+        "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
+        "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
+        "csv": lambda: subtitle_formats.to_words_csv(timing.words),
+    }
+    rendered = {fmt: documents[fmt]() for fmt in formats}  # every writer runs before anything is stored
+    for fmt, text in rendered.items():
+        outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), text)
+    return item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,
+                    low_confidence_below=settings.low_confidence_scores.get(timing.method))

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     incoming_prefix: str = "incoming/"
     presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    s3_outage_retry_s: float = Field(30.0, ge=0, description="How long an unreachable S3 is retried, with exponential backoff, before a step fails.")
     s3_max_attempts: int = Field(8, ge=1, description="botocore retry attempts (adaptive backoff).")
 
     # Manifest validation

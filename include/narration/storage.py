@@ -3,22 +3,37 @@
 Every write is a single PutObject (or a completed multipart upload), which S3 makes visible all at once, so no
 reader ever sees a half-written object. Per-item records are written after the files they describe, so a record's
 presence means the item's outputs are complete.
+
+An unreachable S3 (connection refused or dropped, timeouts, 5xx) is retried: botocore's own quick retries first,
+then exponential backoff for up to ``s3_outage_retry_s`` seconds, then a :class:`StorageError` that says so.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import boto3
+import boto3.exceptions
+import botocore.exceptions
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from narration.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_OUTAGE_RETRY_S = 30.0
+RETRY_FIRST_WAIT_S = 0.5
+RETRY_MAX_WAIT_S = 8.0
+TRANSIENT_ERROR_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "503", "500", "502",
+                         "504"}
+MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 CONTENT_TYPES = {
     ".wav": "audio/wav",
@@ -37,6 +52,31 @@ class StorageError(RuntimeError):
     """S3 could not be reached or refused a request after the configured retries."""
 
 
+def _error_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a later attempt can cure: no connection, a dropped connection, a timeout, a 5xx."""
+    for err in _error_chain(exc):
+        if isinstance(err, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                            ConnectionError, TimeoutError)):
+            return True
+        if isinstance(err, ClientError):
+            error = err.response.get("Error", {})
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return error.get("Code") in TRANSIENT_ERROR_CODES or status >= 500
+    return False
+
+
+def _is_missing(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in MISSING_CODES
+
+
 def _content_type(key: str) -> str:
     for suffix, content_type in CONTENT_TYPES.items():
         if key.endswith(suffix):
@@ -51,6 +91,7 @@ def make_client(settings: Settings, session=None):
         connect_timeout=5,
         read_timeout=60,
         s3={"addressing_style": "path"},
+        signature_version="s3v4",  # presigned URLs carry X-Amz-Expires (SigV2 links are deprecated)
     )
     return (session or boto3).client(
         "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
@@ -60,72 +101,113 @@ def make_client(settings: Settings, session=None):
 class Storage:
     """A bucket seen as a key-value store of bytes and JSON documents."""
 
-    def __init__(self, bucket: str, client=None, settings: Settings | None = None):
+    def __init__(self, bucket: str, client=None, settings: Settings | None = None, *,
+                 outage_retry_s: float | None = None):
+        settings = settings or Settings()
         self.bucket = bucket
-        self.client = client if client is not None else make_client(settings or Settings())
+        self.client = client if client is not None else make_client(settings)
+        # How long an unreachable S3 is waited for before a step fails (then Airflow's task retries take over).
+        self.outage_retry_s = (outage_retry_s if outage_retry_s is not None
+                               else float(getattr(settings, "s3_outage_retry_s", DEFAULT_OUTAGE_RETRY_S)))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Storage:
-        return cls(settings.bucket, make_client(settings))
+    def from_settings(cls, settings: Settings, **kwargs) -> Storage:
+        return cls(settings.bucket, make_client(settings), settings, **kwargs)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    @property
+    def endpoint(self) -> str:
+        return getattr(self.client.meta, "endpoint_url", None) or "S3"
+
+    def _call(self, action: str, key: str, fn: Callable[[], T]) -> T:
+        """Run one S3 request, riding out transient failures with exponential backoff for ``outage_retry_s``."""
+        started = time.monotonic()
+
+        def log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("S3 at %s unavailable (%s) while trying to %s %s; attempt %d, retrying in %.1f s",
+                        self.endpoint, type(exc).__name__, action, self.uri(key), state.attempt_number,
+                        state.next_action.sleep if state.next_action else 0.0)
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=RETRY_FIRST_WAIT_S, max=RETRY_MAX_WAIT_S),
+            stop=stop_after_delay(self.outage_retry_s),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except (ClientError, botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error, OSError) as exc:
+            if _is_missing(exc):
+                raise
+            attempts = retrying.statistics.get("attempt_number", 1)
+            if is_transient(exc):
+                raise StorageError(
+                    f"S3 at {self.endpoint} unreachable: could not {action} {self.uri(key)} in {attempts} "
+                    f"attempt(s) over {time.monotonic() - started:.1f} s ({type(exc).__name__}: {exc})") from exc
+            raise StorageError(f"cannot {action} {self.uri(key)}: {type(exc).__name__}: {exc}") from exc
+
     # -- writes ------------------------------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type or _content_type(key)
-            )
-        except ClientError as exc:
-            raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None,
+                  metadata: dict[str, str] | None = None) -> str:
+        extra = {"Metadata": metadata} if metadata else {}
+        self._call("write", key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type or _content_type(key), **extra))
         return key
 
-    def put_text(self, key: str, text: str) -> str:
-        return self.put_bytes(key, text.encode("utf-8"))
+    def put_text(self, key: str, text: str, metadata: dict[str, str] | None = None) -> str:
+        return self.put_bytes(key, text.encode("utf-8"), metadata=metadata)
 
-    def put_json(self, key: str, document: Any) -> str:
+    def put_json(self, key: str, document: Any, metadata: dict[str, str] | None = None) -> str:
         if hasattr(document, "model_dump_json"):
             body = document.model_dump_json(indent=1)
         else:
             body = json.dumps(document, indent=1, ensure_ascii=False, default=str)
-        return self.put_text(key, body)
+        return self.put_text(key, body, metadata=metadata)
 
     def upload_file(self, key: str, path: str) -> str:
         # upload_file switches to multipart for big files; the object appears only when the upload completes.
-        self.client.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": _content_type(key)})
+        self._call("upload", key, lambda: self.client.upload_file(
+            path, self.bucket, key, ExtraArgs={"ContentType": _content_type(key)}))
         return key
 
     def copy(self, source_key: str, dest_key: str) -> None:
-        self.client.copy_object(
-            Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}
-        )
+        """Server-side copy (bytes unchanged); KeyError when the source does not exist."""
+        try:
+            self._call("copy", source_key, lambda: self.client.copy_object(
+                Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}))
+        except ClientError as exc:
+            raise KeyError(self.uri(source_key)) from exc
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if it does not exist (S3 conditional write); False when it already existed."""
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", ContentType=_content_type(key)
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "ConditionalRequestConflict"}:
-                return False
-            raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
-        return True
+        def put():
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", ContentType=_content_type(key)
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    return False
+                raise
+            return True
+
+        return self._call("write", key, put)
 
     # -- reads -------------------------------------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self._call("read", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise KeyError(self.uri(key)) from exc
-            raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
+            raise KeyError(self.uri(key)) from exc
 
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode("utf-8")
@@ -139,31 +221,39 @@ class Storage:
         except KeyError:
             return None
 
-    def exists(self, key: str) -> bool:
+    def head(self, key: str) -> dict | None:
+        """The object's HEAD response (ETag, LastModified, Metadata...), or None when it does not exist."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise StorageError(f"cannot check {self.uri(key)}: {exc}") from exc
-        return True
+            return self._call("check", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
 
     def etag(self, key: str) -> str | None:
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise StorageError(f"cannot check {self.uri(key)}: {exc}") from exc
+        head = self.head(key)
+        return head["ETag"].strip('"') if head else None
+
+    def metadata(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata (x-amz-meta-*), or None when it does not exist."""
+        head = self.head(key)
+        return dict(head.get("Metadata") or {}) if head else None
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"]
+        def listing() -> list[str]:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                    for obj in page.get("Contents", [])]
+
+        return iter(self._call("list", prefix, listing))
 
     def download_file(self, key: str, path: str) -> str:
-        self.client.download_file(self.bucket, key, path)
+        # s3transfer writes to a temporary name and renames it on completion: no partial file at ``path``.
+        try:
+            self._call("download", key, lambda: self.client.download_file(self.bucket, key, path))
+        except ClientError as exc:
+            raise KeyError(self.uri(key)) from exc
         return path
 
     def presign(self, key: str, expires_s: int) -> str:
@@ -172,7 +262,13 @@ class Storage:
         )
 
     def ensure_bucket(self) -> None:
+        if self.head_bucket():
+            return
+        self._call("create bucket", "", lambda: self.client.create_bucket(Bucket=self.bucket))
+
+    def head_bucket(self) -> bool:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._call("check bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
         except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            return False
+        return True
