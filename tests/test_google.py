@@ -13,6 +13,7 @@ import sys
 import grpc
 import numpy as np
 import pytest
+
 from narration.align import get_aligner_class
 from narration.align.base import AlignmentError
 from narration.align.google import (

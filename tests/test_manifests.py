@@ -93,7 +93,7 @@ def test_csv_unknown_column_is_reported_on_the_header_line():
 
 
 def test_invalid_utf8_costs_only_its_line():
-    data = "Good line one.\n".encode() + b"bad \xff\xfe bytes\n" + "Good line three.\n".encode()
+    data = b"Good line one.\n" + b"bad \xff\xfe bytes\n" + b"Good line three.\n"
     parsed = parse_manifest("enc.txt", data, ctx())
     assert len(parsed.items) == 2
     assert only_error(parsed).line == 2 and "UTF-8" in only_error(parsed).reason

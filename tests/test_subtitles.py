@@ -413,5 +413,5 @@ def test_line_layout_balances_lines_when_break_costs_tie():
     from narration.subtitles import get_profile
     from narration.subtitles.segment import layout_lines
 
-    lines, _ = layout_lines("Ran away on a black night with a lawful wedded man.".split(), get_profile())
+    lines, _ = layout_lines(["Ran", "away", "on", "a", "black", "night", "with", "a", "lawful", "wedded", "man."], get_profile())
     assert lines == ["Ran away on a black night", "with a lawful wedded man."]

@@ -46,10 +46,10 @@ def prepare_airflow(env: dict, log) -> None:
 
 
 def seed(storage: Storage, manifest: Path) -> str:
-    from narration.synth.espeak import EspeakSynthesizer
     from narration.audio import to_wav_bytes
     from narration.normalize import normalize_script
     from narration.synth.base import Voice
+    from narration.synth.espeak import EspeakSynthesizer
     from narration.voices import upload_voice
 
     storage.ensure_bucket()
@@ -92,7 +92,7 @@ class ProgressWatcher(threading.Thread):
         total = len(plan["items"])
         root = plan and BatchLayout(plan["batch_id"]).root
         keys = list(self.storage.list_keys(root + "items/"))
-        count = lambda suffix: sum(1 for k in keys if k.endswith(suffix))  # noqa: E731
+        count = lambda suffix: sum(1 for k in keys if k.endswith(suffix))
         timed = len({k.rsplit("/", 2)[-2] for k in keys if "/timing-" in k})
         return (f"items {total} | synthesized {count('/synthesis.json')}/{total} | timed {timed}/{total} | "
                 f"rendered {count('/result.json')}/{total} | quarantined {plan['quarantined']}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from narration.audio import to_wav_bytes
 from narration.normalize import normalize_script
 from narration.settings import Settings
 from narration.synth.base import Voice
 from narration.synth.espeak import EspeakSynthesizer
-
 from tests.heavy.tiny_models import build_tiny_f5, build_tiny_wav2vec2
 
 REFERENCE_TEXT = "Some call me nature, others call me mother nature."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from narration.audio import to_wav_bytes
 from narration.normalize import normalize_script
 from narration.synth import get_synthesizer_class
@@ -16,7 +17,6 @@ from narration.synth.f5tts import (
     packaged_architecture,
     sentence_texts,
 )
-
 from tests.heavy.conftest import REFERENCE_TEXT
 
 pytestmark = pytest.mark.heavy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from narration.gate import GateSettings, IntelligibilityGate, synthesize_with_gate, word_error_rate
 from narration.normalize import normalize_script
 from narration.synth import get_synthesizer_class

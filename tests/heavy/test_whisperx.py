@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+
 from narration.align import AlignmentError, get_aligner_class
 from narration.align.whisperx import WhisperXAligner, WhisperXSettings, ensure_punkt_tab, split_sentences
 from narration.audio import resample
