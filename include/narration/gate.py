@@ -36,6 +36,7 @@ class GateSettings(BaseSettings):
     compute_type: str = Field("auto", description="auto (float16 on CUDA, int8 on CPU) or any CTranslate2 type.")
     beam_size: int = Field(5, ge=1)
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default.")
+    enabled: bool = Field(False, description="Run the gate after every synthesis (needs the whisperx extra).")
     max_attempts: int = Field(3, ge=1, description="Syntheses tried per item before keeping the best.")
     wer_threshold: float = Field(0.2, ge=0, description="A take at or below this WER is accepted at once.")
 
@@ -136,3 +137,30 @@ def synthesize_with_gate(
     wer, take = best
     take.params.update({"asr_wer": round(wer, 4), "gate_attempts": tried, "gate_model": gate.model_path.name})
     return take, len(tried), wer
+
+
+class GatedSynthesizer:
+    """A synthesizer whose every item passes the gate: one model load each for synthesizer and ASR per chunk."""
+
+    def __init__(self, synth: Synthesizer, gate: IntelligibilityGate):
+        self.synth = synth
+        self.gate = gate
+        self.name = synth.name
+
+    def load(self) -> None:
+        self.synth.load()
+        self.gate.load()
+
+    def synthesize(self, tokens: list[ScriptToken], voice: Voice, *, speed: float = 1.0,
+                   seed: int | None = None) -> Synthesis:
+        take, attempts, _ = synthesize_with_gate(
+            self.synth, self.gate, tokens, voice, max_attempts=self.gate.gate.max_attempts,
+            wer_threshold=self.gate.gate.wer_threshold, seed=seed, speed=speed)
+        take.params["attempts"] = attempts
+        return take
+
+    def close(self) -> None:
+        try:
+            self.gate.close()
+        finally:
+            self.synth.close()

@@ -127,7 +127,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
 
     loads = 0
     if todo:
-        synth = synth_cls(settings)
+        synth = _with_gate(synth_cls(settings), settings)
         t0 = time.perf_counter()
         synth.load()
         clock.load_s = time.perf_counter() - t0
@@ -147,6 +147,16 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
                        backend=chunk.synthesizer, items=results, model_loads=loads,
                        model_load_s=round(clock.load_s, 4), compute_s=round(clock.compute_s, 4),
                        wall_s=round(time.perf_counter() - clock.start, 4), skipped=skipped)
+
+
+def _with_gate(synth, settings: Settings):
+    """Wrap the synthesizer in the intelligibility gate when NARRATION_GATE_ENABLED is set."""
+    from narration.gate import GatedSynthesizer, GateSettings, IntelligibilityGate
+
+    gate_settings = GateSettings()
+    if not gate_settings.enabled:
+        return synth
+    return GatedSynthesizer(synth, IntelligibilityGate(settings, gate_settings))
 
 
 def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock,

@@ -69,3 +69,15 @@ def test_a_missing_asr_model_is_reported_with_its_setting(cpu_settings, tmp_path
     gate = IntelligibilityGate(cpu_settings, GateSettings(asr_model=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="NARRATION_GATE_ASR_MODEL"):
         gate.load()
+
+
+def test_the_synthesis_step_runs_the_gate_and_records_attempts_and_wer(gate, espeak):
+    from narration.gate import GatedSynthesizer
+    from narration.normalize import normalize_script
+    from narration.synth.base import Voice
+
+    gated = GatedSynthesizer(espeak, gate)
+    take = gated.synthesize(normalize_script("The ferry leaves at seven every morning."), Voice("n", "en", "x"))
+    assert take.params["attempts"] >= 1 and 0.0 <= take.params["asr_wer"] <= 1.0
+    assert len(take.params["gate_attempts"]) == take.params["attempts"]
+    assert gated.name == "espeak"
