@@ -32,14 +32,24 @@ def worker_command(step: str, chunk_key: str, extra_args: Sequence[str] = ()) ->
 
 
 def parse_result_line(output: str | None, step: str) -> dict[str, Any]:
-    """The worker prints one JSON object, last; anything else means it died before reporting."""
-    lines = [line for line in (output or "").strip().splitlines() if line.strip()]
+    """The worker prints one JSON object, last on stdout; anything else means it died before reporting.
+
+    A container's stdout and stderr reach the log through separate pipes, so a traceback can land after the
+    result line: the last line that is a JSON object wins.
+    """
+    lines = [line.strip() for line in (output or "").strip().splitlines() if line.strip()]
     if not lines:
         raise WorkerError(f"narration {step} printed no result line")
-    try:
-        result = json.loads(lines[-1])
-    except json.JSONDecodeError as exc:
-        raise WorkerError(f"narration {step}: last output line is not a JSON result: {lines[-1][:200]!r}") from exc
+    result = None
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+    if not isinstance(result, dict):
+        raise WorkerError(f"narration {step}: last output line is not a JSON result: {lines[-1][:200]!r}")
     if "error" in result:
         raise WorkerError(f"narration {step} failed: {result['error']}")
     return result
