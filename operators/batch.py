@@ -10,8 +10,8 @@ import os
 
 from narration.layout import BatchLayout
 from narration.lifecycle import batch_id_for
-from narration.plan import BatchOptions, BatchPlan, ChunkRef, chunk_items, load_plan
-from narration.schema import ChunkSpec, ItemStatus
+from narration.plan import BatchOptions, BatchPlan, load_plan, write_chunks
+from narration.schema import ItemStatus
 from narration.settings import Settings
 from narration.storage import Storage
 
@@ -74,15 +74,8 @@ def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_av
             needing.append(item)
     chunks = []
     if needing and google_available:
-        for number, group in enumerate(chunk_items(needing, plan.options.chunk_size)):
-            chunk_id = f"f{number:04d}"
-            spec = ChunkSpec(batch_id=batch_id, chunk_id=chunk_id, items=group, synthesizer=plan.options.synthesizer,
-                             aligner=plan.options.aligner, timing_method=plan.options.timing_method,
-                             params={"force": plan.options.force_rerender})
-            key = storage.put_json(layout.chunk(chunk_id), spec)
-            ids = [i.item_id for i in group]
-            chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=f"{chunk_id} {' '.join(ids)}"[:250],
-                                   item_ids=ids).model_dump())
+        chunks = [c.model_dump() for c in write_chunks(storage, batch_id, needing, plan.options, prefix="f",
+                                                       name_every_item=True)]
     log.info("%d item(s) need fallback timing: %s", len(needing), ", ".join(i.item_id for i in needing) or "none")
     if needing and not google_available:
         log.warning("fallback timing unavailable for %d item(s): %s", len(needing), GOOGLE_NOT_CONFIGURED)

@@ -11,7 +11,16 @@ import logging
 from narration import audio as audio_io
 from narration.layout import BatchLayout
 from narration.plan import load_plan, load_quarantine
-from narration.report import OUTPUT_KINDS, ItemMedia, ItemReportRow, quarantine_row, report_csv, report_html, summarize
+from narration.report import (
+    OUTPUT_KINDS,
+    ItemMedia,
+    ItemReportRow,
+    item_row,
+    quarantine_row,
+    report_csv,
+    report_html,
+    summarize,
+)
 from narration.schema import Cue, ItemStatus, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage
@@ -28,11 +37,8 @@ def collect_rows(storage: Storage, batch_id: str) -> list[ItemReportRow]:
         if doc:
             rows.append(ItemReportRow.model_validate(doc))
         else:
-            rows.append(ItemReportRow(
-                item_id=item.item_id, manifest=item.manifest, line=item.line, voice=item.voice,
-                language=item.language, characters=len(item.text), words=len(item.text.split()),
-                status=ItemStatus.FAILED.value, error="item did not complete: no result record (a worker step failed)",
-            ))
+            rows.append(item_row(item, status=ItemStatus.FAILED,
+                                 error="item did not complete: no result record (a worker step failed)"))
     rows.extend(quarantine_row(err) for err in load_quarantine(storage, batch_id))
     return rows
 

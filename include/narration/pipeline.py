@@ -79,6 +79,15 @@ class _Clock:
         self.load_s = 0.0
         self.compute_s = 0.0
 
+    def result(self, chunk: ChunkSpec, step: str, backend: str, results: list[ItemResult], loads: int,
+               skipped: int) -> ChunkResult:
+        """The step's result line, items in chunk order."""
+        order = {item.item_id: n for n, item in enumerate(chunk.items)}
+        return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step=step, backend=backend,
+                           items=sorted(results, key=lambda r: order[r.item_id]), model_loads=loads,
+                           model_load_s=round(self.load_s, 4), compute_s=round(self.compute_s, 4),
+                           wall_s=round(time.perf_counter() - self.start, 4), skipped=skipped)
+
 
 def load_chunk(storage: Storage, chunk_key: str) -> ChunkSpec:
     return ChunkSpec.model_validate(storage.get_json(chunk_key))
@@ -141,12 +150,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
                     faults.after_item(position, fresh=True)
         finally:
             synth.close()
-    order = {i.item_id: n for n, i in enumerate(chunk.items)}
-    results.sort(key=lambda r: order[r.item_id])
-    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="synthesize",
-                       backend=chunk.synthesizer, items=results, model_loads=loads,
-                       model_load_s=round(clock.load_s, 4), compute_s=round(clock.compute_s, 4),
-                       wall_s=round(time.perf_counter() - clock.start, 4), skipped=skipped)
+    return clock.result(chunk, "synthesize", chunk.synthesizer, results, loads, skipped)
 
 
 def _with_gate(synth, settings: Settings):
@@ -302,12 +306,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
                 faults.after_item(position, fresh=True)
         finally:
             aligner.close()
-    order = {i.item_id: n for n, i in enumerate(chunk.items)}
-    results.sort(key=lambda r: order[r.item_id])
-    return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step=step,
-                       backend=backend, items=results, model_loads=loads, model_load_s=round(clock.load_s, 4),
-                       compute_s=round(clock.compute_s, 4), wall_s=round(time.perf_counter() - clock.start, 4),
-                       skipped=skipped)
+    return clock.result(chunk, step, backend, results, loads, skipped)
 
 
 def _align_item(storage, aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None,

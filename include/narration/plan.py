@@ -65,6 +65,31 @@ def chunk_items(items: list[ItemSpec], size: int) -> list[list[ItemSpec]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def chunk_label(chunk_id: str, ids: list[str], name_every_item: bool = False) -> str:
+    """The UI label of a mapped instance: its chunk and items ("c0000 a..d (4)" or "f0000 a c")."""
+    if name_every_item:
+        return f"{chunk_id} {' '.join(ids)}"[:250]
+    return f"{chunk_id} {ids[0]}" + (f"..{ids[-1]}" if len(ids) > 1 else "") + f" ({len(ids)})"
+
+
+def write_chunks(storage: Storage, batch_id: str, items: list[ItemSpec], options: BatchOptions, *,
+                 prefix: str = "c", name_every_item: bool = False) -> list[ChunkRef]:
+    """Cut ``items`` into chunk specs in S3 (``<prefix>0000``...); returns what the mapped tasks expand over."""
+    layout = BatchLayout(batch_id)
+    chunks = []
+    for number, group in enumerate(chunk_items(items, options.chunk_size)):
+        chunk_id = f"{prefix}{number:04d}"
+        spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group,
+                         synthesizer=options.synthesizer, aligner=options.aligner,
+                         timing_method=options.timing_method, force_fallback=options.force_fallback,
+                         params={"force": options.force_rerender})
+        key = storage.put_json(layout.chunk(chunk_id), spec)
+        ids = [i.item_id for i in group]
+        chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=chunk_label(chunk_id, ids, name_every_item),
+                               item_ids=ids))
+    return chunks
+
+
 def plan_batch(
     storage: Storage, settings: Settings, batch_id: str, manifest_keys: list[str], options: BatchOptions,
     voices: set[str],
@@ -95,17 +120,7 @@ def plan_batch(
         for err in parsed.errors:
             log.warning("quarantined %s:%d %s: %s", err.manifest, err.line, err.field or "-", err.reason)
 
-    chunks = []
-    for number, group in enumerate(chunk_items(items, options.chunk_size)):
-        chunk_id = f"c{number:04d}"
-        spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group,
-                         synthesizer=options.synthesizer, aligner=options.aligner,
-                         timing_method=options.timing_method, force_fallback=options.force_fallback,
-                         params={"force": options.force_rerender})
-        key = storage.put_json(layout.chunk(chunk_id), spec)
-        ids = [i.item_id for i in group]
-        label = f"{chunk_id} {ids[0]}" + (f"..{ids[-1]}" if len(ids) > 1 else "") + f" ({len(ids)})"
-        chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=label, item_ids=ids))
+    chunks = write_chunks(storage, layout.batch_id, items, options)
 
     storage.put_text(layout.quarantine, "".join(e.model_dump_json() + "\n" for e in errors))
     plan = BatchPlan(batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
