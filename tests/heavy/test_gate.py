@@ -25,7 +25,8 @@ def gate(cpu_settings, tiny_en_model):
 def test_tiny_en_understands_espeak_speech(gate, speak):
     audio, rate, tokens, _ = speak(PANGRAM)
     wer, transcript = gate.score(audio, rate, tokens)
-    assert wer <= 0.35, transcript  # measured 0.22: "The quick brown fox jump over the lazy nog."
+    # measured 0.22 here ("The quick brown fox jump over the lazy nog."); tiny.en varies across CPUs
+    assert wer <= 0.5, transcript
 
 
 def test_speech_scored_against_another_script_fails(gate, speak):
