@@ -67,11 +67,9 @@ def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_av
     """Items whose primary timing failed, cut into fallback chunks; and whether the fallback can run."""
     plan = load_plan(storage, batch_id)
     layout = BatchLayout(batch_id)
-    needing = []
-    for item in plan.items:
-        doc = storage.get_json_or_none(layout.timing(item.item_id, plan.options.aligner))
-        if doc and doc.get("status") == ItemStatus.NEEDS_FALLBACK:
-            needing.append(item)
+    docs = storage.map(lambda item: storage.get_json_or_none(layout.timing(item.item_id, plan.options.aligner)),
+                       plan.items)
+    needing = [item for item, doc in zip(plan.items, docs) if doc and doc.get("status") == ItemStatus.NEEDS_FALLBACK]
     chunks = []
     if needing and google_available:
         chunks = [c.model_dump() for c in write_chunks(storage, batch_id, needing, plan.options, prefix="f",

@@ -39,7 +39,7 @@ def storage() -> Storage:
     hook = _s3_hook()
     session = hook.get_session()
     client = make_client(settings, session=session)
-    return Storage(settings.bucket, client)
+    return Storage(settings.bucket, client, settings)
 
 
 def worker_environment() -> dict[str, str]:

@@ -35,3 +35,34 @@ def test_round_trip_conditional_write_and_presigned_get(storage):
     with pytest.raises(KeyError):
         storage.get_bytes("batches/b/missing.json")
     assert storage.get_json_or_none("batches/b/missing.json") is None
+
+
+def test_map_runs_items_concurrently_keeps_their_order_and_reads_real_objects(storage):
+    import threading
+
+    keys = [f"map/{n:03d}.json" for n in range(40)]
+    for n, key in enumerate(keys):
+        storage.put_json(key, {"n": n})
+    threads: set[str] = set()
+
+    def read(key: str) -> int:
+        threads.add(threading.current_thread().name)
+        return storage.get_json(key)["n"]
+
+    assert storage.map(read, keys) == list(range(40))
+    assert len(threads) > 1 and storage.concurrency == 8
+
+
+def test_map_stops_starting_items_after_a_failure_and_raises_it(storage):
+    started: list[int] = []
+
+    def work(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            raise KeyError("s3://bucket/missing")
+        storage.exists(f"map/{n}")  # a real round trip, so the failure lands while items are queued
+        return n
+
+    with pytest.raises(KeyError, match="missing"):
+        storage.map(work, range(200))
+    assert len(started) < 200

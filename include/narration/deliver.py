@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 def collect_rows(storage: Storage, batch_id: str) -> list[ItemReportRow]:
     layout = BatchLayout(batch_id)
     plan = load_plan(storage, batch_id)
+    docs = storage.map(lambda item: storage.get_json_or_none(layout.result(item.item_id)), plan.items)
     rows: list[ItemReportRow] = []
-    for item in plan.items:
-        doc = storage.get_json_or_none(layout.result(item.item_id))
+    for item, doc in zip(plan.items, docs):
         if doc:
             rows.append(ItemReportRow.model_validate(doc))
         else:
@@ -80,7 +80,9 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
     rows = collect_rows(storage, batch_id)
     storage.put_text(layout.report_csv, report_csv(rows))
     expiry = settings.presign_expiry_s
-    media = {row.item_id: _media_for(storage, layout, row, expiry) for row in rows if row.item_id}
+    item_rows = [row for row in rows if row.item_id]
+    media = dict(zip((row.item_id for row in item_rows),
+                     storage.map(lambda row: _media_for(storage, layout, row, expiry), item_rows)))
     storage.put_text(layout.report_html, report_html(rows, media))
     summary = summarize(rows)
     summary.update({

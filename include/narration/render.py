@@ -7,6 +7,7 @@ The result record carries a content hash of everything the item's files were mad
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import traceback
@@ -54,9 +55,10 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
     started = time.perf_counter()
-    results = []
-    skipped = 0
-    for position, item in enumerate(chunk.items, start=1):
+    finished = itertools.count(1)  # completion order, for the chaos hook's "kill after N items"
+
+    def render_one(item: ItemSpec) -> tuple[ItemResult, bool]:
+        """(the item's result, whether it was skipped as already rendered)."""
         t0 = time.perf_counter()
         synth_doc = storage.get_json_or_none(layout.synthesis(item.item_id))
         synthesis = SynthesisRecord.model_validate(synth_doc) if synth_doc else None
@@ -71,9 +73,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         if current is not None and current.get(RENDER_KEY) == key and expected <= set(
                 storage.list_keys(layout.item_prefix(item.item_id))):
             row = storage.get_json(layout.result(item.item_id))
-            results.append(ItemResult(item_id=item.item_id, status=ItemStatus(row["status"]), error=row.get("error")))
-            skipped += 1
-            continue
+            return ItemResult(item_id=item.item_id, status=ItemStatus(row["status"]), error=row.get("error")), True
         if current is not None:  # retract it first: a kill before the new record must not leave it vouching
             storage.delete(layout.result(item.item_id))
         try:
@@ -89,9 +89,14 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                            error=f"rendering failed: {type(exc).__name__}: {exc}")
             metadata = None  # no key: the next run renders it again
         storage.put_json(layout.result(item.item_id), row, metadata=metadata)
-        results.append(ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error))
         progress(f"rendered {item.item_id}: {row.status} ({time.perf_counter() - t0:.2f} s)")
-        faults.after_item(position, fresh=True)
+        faults.after_item(next(finished), fresh=True)
+        return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), False
+
+    # Items are independent and their work is mostly S3 round trips: several at once.
+    outcomes = storage.map(render_one, chunk.items)
+    results = [result for result, _ in outcomes]
+    skipped = sum(1 for _, was_skipped in outcomes if was_skipped)
     return ChunkResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, step="render", backend="pysubs2",
                        items=results, model_loads=0, model_load_s=0.0,
                        compute_s=round(time.perf_counter() - started, 4),

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
@@ -27,6 +28,7 @@ from narration.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_OUTAGE_RETRY_S = 30.0
 RETRY_FIRST_WAIT_S = 0.5
@@ -92,6 +94,7 @@ def make_client(settings: Settings, session=None):
         read_timeout=60,
         s3={"addressing_style": "path"},
         signature_version="s3v4",  # presigned URLs carry X-Amz-Expires (SigV2 links are deprecated)
+        max_pool_connections=max(10, settings.s3_concurrency),
     )
     return (session or boto3).client(
         "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
@@ -109,10 +112,28 @@ class Storage:
         # How long an unreachable S3 is waited for before a step fails (then Airflow's task retries take over).
         self.outage_retry_s = (outage_retry_s if outage_retry_s is not None
                                else float(getattr(settings, "s3_outage_retry_s", DEFAULT_OUTAGE_RETRY_S)))
+        self.concurrency = settings.s3_concurrency
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs) -> Storage:
         return cls(settings.bucket, make_client(settings), settings, **kwargs)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(item) for item in items]`` with up to ``concurrency`` items in flight: per-item work here is S3
+        round trips, which wait on the network, not the CPU (boto3 clients are thread-safe). Results keep the
+        input order. The first failure (in input order) cancels the items not yet started and is raised once
+        those in flight have finished, so an unreachable S3 fails the task in one outage window, not one per item."""
+        items = list(items)
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="s3") as pool:
+            futures = [pool.submit(fn, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
