@@ -120,19 +120,26 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
     results: list[ItemResult] = []
     skipped = 0
     todo: list[tuple[int, ItemSpec, str]] = []
-    etags: dict[str, str] = {}
-    for position, item in enumerate(chunk.items, start=1):
-        if item.voice not in etags:
-            etags[item.voice] = storage.etag(voice_reference_key(item.voice)) or "missing"
+    etags = {voice: storage.etag(voice_reference_key(voice)) or "missing"
+             for voice in dict.fromkeys(item.voice for item in chunk.items)}
+
+    def already_done(item: ItemSpec) -> tuple[str, bool]:
+        """(the item's cache key, whether its current synthesis is in place); retracts a stale record."""
         key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
         record = storage.get_json_or_none(layout.synthesis(item.item_id))
         if not force and synthesis_is_current(record, storage, layout, key):
-            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIZED))
-            skipped += 1
-            continue
+            return key, True
         if record is not None:  # retract it first: a kill before the new record must not leave it vouching
             storage.delete(layout.synthesis(item.item_id))
-        todo.append((position, item, key))
+        return key, False
+
+    for position, (item, (key, done)) in enumerate(zip(chunk.items, storage.map(already_done, chunk.items)),
+                                                   start=1):
+        if done:
+            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIZED))
+            skipped += 1
+        else:
+            todo.append((position, item, key))
 
     loads = 0
     if todo:
@@ -252,12 +259,13 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     results: list[ItemResult] = []
     todo: list[tuple[int, ItemSpec, SynthesisRecord, TimingRecord | None, str]] = []
     skipped = 0
-    for position, item in enumerate(chunk.items, start=1):
+    def examine(item: ItemSpec) -> tuple[str, object]:
+        """("result", ItemResult) when there is nothing to align, ("done", ItemResult) when a current verdict
+        exists, else ("todo", (synthesis, previous primary record, cache tag))."""
         synthesis = _load_synthesis(storage, layout, item.item_id)
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
             reason = synthesis.error if synthesis else "no synthesis record: the synthesis step did not finish it"
-            results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason))
-            continue
+            return "result", ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason)
         if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
             why = ("timing_method=google requested" if chunk.timing_method == "google"
                    else "routed to fallback by force_fallback")
@@ -266,21 +274,25 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
             key = layout.timing(item.item_id, backend)
             if storage.get_json_or_none(key) != json.loads(record.model_dump_json()):
                 storage.put_json(key, record)
-            results.append(ItemResult(item_id=item.item_id, status=record.status, error=why))
-            continue
+            return "result", ItemResult(item_id=item.item_id, status=record.status, error=why)
         tag = f"{backend}:{alignment_cache_key(backend, item, synthesis, storage.etag(synthesis.audio_key), settings)}"
         existing = None if force else storage.get_json_or_none(layout.timing(item.item_id, backend))
         if existing and existing.get("model") == tag and existing.get("status") in verdicts:
-            results.append(ItemResult(item_id=item.item_id, status=ItemStatus(existing["status"]),
-                                      error=existing.get("fallback_reason") if existing["status"] != ItemStatus.ALIGNED
-                                      else None))
-            skipped += 1
-            continue
+            return "done", ItemResult(item_id=item.item_id, status=ItemStatus(existing["status"]),
+                                      error=existing.get("fallback_reason")
+                                      if existing["status"] != ItemStatus.ALIGNED else None)
         previous = None
         if not primary:
             doc = storage.get_json_or_none(layout.timing(item.item_id, chunk.aligner))
             previous = TimingRecord.model_validate(doc) if doc else None
-        todo.append((position, item, synthesis, previous, tag))
+        return "todo", (synthesis, previous, tag)
+
+    for position, (item, (kind, found)) in enumerate(zip(chunk.items, storage.map(examine, chunk.items)), start=1):
+        if kind == "todo":
+            todo.append((position, item, *found))
+        else:
+            results.append(found)
+            skipped += kind == "done"
 
     loads = 0
     if todo:
