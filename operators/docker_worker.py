@@ -112,15 +112,17 @@ class DockerWorkerOperator(DockerOperator):
         self._configure()
         self.log.info("chunk %s: running %s in %s (network %s, gpus %s)", chunk_label(self.chunk),
                       " ".join(self.command), self.image, self.network_mode, bool(self.device_requests))
-        # DockerOperator returns the last output line only when pushing XCom; the result line is needed anyway.
-        wanted_xcom, self.do_xcom_push = self.do_xcom_push, True
+        # DockerOperator returns output only when pushing XCom, and the result line is needed anyway. All lines:
+        # stdout and stderr share one stream, so a log line can arrive after the result line.
+        wanted = self.do_xcom_push, self.xcom_all
+        self.do_xcom_push, self.xcom_all = True, True
         try:
-            last_line = super().execute(context)
+            lines = super().execute(context)
         except DockerContainerFailedException as exc:
             raise self._failure(exc) from exc
         finally:
-            self.do_xcom_push = wanted_xcom
-        result = parse_result_line(last_line, self.step)
+            self.do_xcom_push, self.xcom_all = wanted
+        result = parse_result_line("\n".join(str(line) for line in lines or []), self.step)
         self._log_result(result)
         return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -218,6 +219,20 @@ def test_cpu_image_runs_the_cli_as_non_root_with_no_secrets(engine, cpu_image):
     who = engine.containers.run(cpu_image, ["-c", "id -u; ls -d /models"], entrypoint=["sh"], network_mode="none",
                                 remove=True).decode().split()
     assert who == ["10001", "/models"]
+
+
+@pytest.mark.docker
+def test_a_log_line_after_the_result_line_does_not_hide_it(engine, cpu_image, storage, docker_runner):
+    """stdout and stderr share the container's log stream: a late stderr line must not fail a finished chunk."""
+    from operators.docker_worker import DockerWorkerOperator
+
+    result = {"chunk_id": "c0000", "step": "synthesize", "backend": "espeak", "model_loads": 1,
+              "items": [{"item_id": "d1", "status": "synthesized", "error": None}]}
+    script = f"echo '{json.dumps(result)}'; sleep 0.5; echo 'INFO narration.pipeline: a late log line' >&2"
+    chunk = {"chunk_id": "c0000", "key": "batches/b/chunks/c0000.json", "label": "c0000 d1", "item_ids": ["d1"]}
+    operator = DockerWorkerOperator(task_id="synthesize", step="synthesize", chunk=chunk,
+                                    entrypoint=["sh", "-c", script, "sh"])
+    assert operator.execute(context={}) == result
 
 
 @pytest.mark.docker
