@@ -105,6 +105,15 @@ def test_a_timing_verdict_is_reused_but_a_changed_quality_gate_redoes_it(storage
     assert {i.status.value for i in relaxed.items} == {"aligned"}
 
 
+def test_a_changed_intelligibility_gate_setting_redoes_synthesis(storage, chunk, monkeypatch):
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    assert synthesize_chunk(storage, settings, chunk).skipped == 3
+    monkeypatch.setenv("NARRATION_GATE_WER_THRESHOLD", "0.1")  # the gate would keep a different take
+    redone = synthesize_chunk(storage, settings, chunk)
+    assert (redone.model_loads, redone.skipped) == (1, 0)
+
+
 def audio_samples(wav: bytes):
     from narration.audio import from_wav_bytes
 
