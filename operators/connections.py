@@ -38,8 +38,7 @@ def storage() -> Storage:
     settings = core_settings()
     hook = _s3_hook()
     session = hook.get_session()
-    client = make_client(settings, session=session)
-    return Storage(settings.bucket, client, settings)
+    return Storage(settings.bucket, make_client(settings, session=session), settings, session=session)
 
 
 def worker_environment() -> dict[str, str]:

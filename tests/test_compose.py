@@ -145,6 +145,11 @@ def test_connection_and_variables_through_the_environment(custom):
     assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == "http://minio:9000"
     assert conn["login"] == environments(custom)["minio-init"]["NARRATION_S3_ACCESS_KEY"]
     assert env["AIRFLOW_VAR_NARRATION_RUNNER"] == "docker"
+    # Links in reports and from `voices download` are signed for MinIO's published port, where a browser finds it.
+    for name in ("airflow-scheduler", "narration-cli"):
+        assert environments(custom)[name]["NARRATION_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000", name
+    moved = environments(config({"AIRFLOW_JWT_SECRET": "x", "MINIO_PORT": "19000"}, ("tools",)))
+    assert moved["narration-cli"]["NARRATION_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:19000"
     assert "AIRFLOW_VAR_NARRATION_WEBHOOK_URL" in env
     hooked = environments(config({"AIRFLOW_JWT_SECRET": "x", "NARRATION_WEBHOOK_URL": "https://hooks.example/x"},
                                  ()))["airflow-scheduler"]

@@ -37,6 +37,19 @@ def test_round_trip_conditional_write_and_presigned_get(storage):
     assert storage.get_json_or_none("batches/b/missing.json") is None
 
 
+def test_presigned_links_name_the_public_endpoint_and_work_there(storage, s3_server, monkeypatch):
+    from narration.settings import Settings
+    from narration.storage import Storage
+
+    storage.put_text("batches/b/report.csv", "item_id\n")
+    public = s3_server.endpoint_url.replace("127.0.0.1", "localhost")  # another name for the same server
+    monkeypatch.setenv("NARRATION_S3_PUBLIC_ENDPOINT_URL", public)
+    url = Storage.from_settings(Settings()).presign("batches/b/report.csv", 60)
+    assert url.startswith(public + "/") and "X-Amz-Signature=" in url
+    assert urllib.request.urlopen(url, timeout=5).read() == b"item_id\n"
+    assert storage.presign("batches/b/report.csv", 60).startswith(s3_server.endpoint_url)
+
+
 def test_map_runs_items_concurrently_keeps_their_order_and_reads_real_objects(storage):
     import threading
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     bucket: str = Field("narration", description="S3 bucket holding manifests, voices and outputs.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); None = AWS.")
     s3_region: str = "us-east-1"
+    s3_public_endpoint_url: str | None = Field(
+        None, description="Endpoint that presigned download links name, when people reach S3 at another address "
+        "than the workers do (compose: http://localhost:9000 while workers use http://minio:9000).")
     incoming_prefix: str = "incoming/"
     presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
     s3_outage_retry_s: float = Field(30.0, ge=0, description="How long an unreachable S3 is retried, with exponential backoff, before a step fails.")

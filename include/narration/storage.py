@@ -86,7 +86,7 @@ def _content_type(key: str) -> str:
     return "application/octet-stream"
 
 
-def make_client(settings: Settings, session=None):
+def make_client(settings: Settings, session=None, endpoint_url: str | None = None):
     """A boto3 S3 client with bounded, exponentially backed-off retries (botocore's adaptive mode)."""
     config = Config(
         retries={"max_attempts": settings.s3_max_attempts, "mode": "adaptive"},
@@ -97,7 +97,7 @@ def make_client(settings: Settings, session=None):
         max_pool_connections=max(10, settings.s3_concurrency),
     )
     return (session or boto3).client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
+        "s3", endpoint_url=endpoint_url or settings.s3_endpoint_url, region_name=settings.s3_region, config=config
     )
 
 
@@ -105,10 +105,14 @@ class Storage:
     """A bucket seen as a key-value store of bytes and JSON documents."""
 
     def __init__(self, bucket: str, client=None, settings: Settings | None = None, *,
-                 outage_retry_s: float | None = None):
+                 outage_retry_s: float | None = None, session=None):
         settings = settings or Settings()
         self.bucket = bucket
-        self.client = client if client is not None else make_client(settings)
+        self.client = client if client is not None else make_client(settings, session)
+        # SigV4 signs the host, so links for another address need a client of their own (same credentials).
+        public = settings.s3_public_endpoint_url
+        self.presign_client = (make_client(settings, session, endpoint_url=public)
+                               if public and public != settings.s3_endpoint_url else self.client)
         # How long an unreachable S3 is waited for before a step fails (then Airflow's task retries take over).
         self.outage_retry_s = (outage_retry_s if outage_retry_s is not None
                                else float(getattr(settings, "s3_outage_retry_s", DEFAULT_OUTAGE_RETRY_S)))
@@ -278,7 +282,8 @@ class Storage:
         return path
 
     def presign(self, key: str, expires_s: int) -> str:
-        return self.client.generate_presigned_url(
+        """A GET link that needs no credentials, for the public endpoint when one is configured."""
+        return self.presign_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(expires_s)
         )
 
