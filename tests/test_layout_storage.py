@@ -79,3 +79,35 @@ def test_map_stops_starting_items_after_a_failure_and_raises_it(storage):
     with pytest.raises(KeyError, match="missing"):
         storage.map(work, range(200))
     assert len(started) < 200
+
+
+def test_write_behind_writes_in_order_and_nothing_after_a_failure(storage):
+    from narration.storage import WriteBehind
+
+    with WriteBehind(depth=2) as writer:
+        for n in range(5):
+            writer.submit(lambda n=n: storage.put_json(f"wb/{n}.json", {"n": n}))
+    assert sorted(storage.list_keys("wb/")) == [f"wb/{n}.json" for n in range(5)]
+
+    def refuse() -> None:
+        raise KeyError("s3://bucket/refused")
+
+    with pytest.raises(KeyError, match="refused"):
+        with WriteBehind() as writer:
+            writer.submit(lambda: storage.put_text("wb2/a.txt", "a"))
+            writer.submit(refuse)
+            writer.submit(lambda: storage.put_text("wb2/c.txt", "c"))  # after the failure: never written
+    assert list(storage.list_keys("wb2/")) == ["wb2/a.txt"]
+
+
+def test_prefetch_hands_each_item_its_own_read_or_its_own_failure(storage):
+    from narration.storage import Prefetch
+
+    storage.put_text("pf/a", "A")
+    storage.put_text("pf/c", "C")
+    keys = ["pf/a", "pf/missing", "pf/c"]
+    with Prefetch(storage.get_bytes, keys) as reads:
+        assert reads.get(0) == b"A"
+        with pytest.raises(KeyError, match="pf/missing"):
+            reads.get(1)
+        assert reads.get(2) == b"C"

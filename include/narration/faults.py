@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,12 @@ class FaultPlan:
         if any(rule.kill_mid_item == position for rule in self.rules):
             _kill(f"inside item {position} of the {self.step} chunk")
 
-    def after_item(self, position: int, fresh: bool) -> None:
-        """After the item at 1-based ``position`` was finished; ``fresh`` is False when it was skipped as done."""
+    def after_item(self, position: int, fresh: bool, flush: Callable[[], None] | None = None) -> None:
+        """After the item at 1-based ``position`` was finished; ``fresh`` is False when it was skipped as done.
+        ``flush`` waits for writes still in flight, so the kill lands after the item's outputs are in S3."""
         if fresh and any(rule.kill_after == position for rule in self.rules):
+            if flush is not None:
+                flush()
             _kill(f"after item {position} of the {self.step} chunk")
 
 

@@ -7,6 +7,7 @@ unreachable S3 is not an item failure: it fails the chunk, so that the task is r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from narration.schema import (
     WordTiming,
 )
 from narration.settings import Settings
-from narration.storage import Storage, StorageError
+from narration.storage import Prefetch, Storage, StorageError, WriteBehind
 from narration.synth import get_synthesizer_class
 from narration.voices import materialise_voice
 
@@ -151,12 +152,13 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
         clock.load_s = time.perf_counter() - t0
         loads = 1
         try:
-            with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir:
+            # Each item's audio and record go to S3 in the background while the model speaks the next item.
+            with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
                 for position, item, key in todo:
                     results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, faults,
-                                                    position))
+                                                    position, writer))
                     progress(f"synthesized {item.item_id}: {results[-1].status.value}")
-                    faults.after_item(position, fresh=True)
+                    faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             synth.close()
     return clock.result(chunk, "synthesize", chunk.synthesizer, results, loads, skipped)
@@ -173,16 +175,17 @@ def _with_gate(synth, settings: Settings):
 
 
 def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock,
-                     faults: FaultPlan, position: int) -> ItemResult:
+                     faults: FaultPlan, position: int, writer: WriteBehind) -> ItemResult:
     t0 = time.perf_counter()
     tokens = _tokens(item)
+    audio: tuple[str, bytes] | None = None
     try:
         voice = materialise_voice(storage, item.voice, voice_dir)
         faults.before_backend(item.item_id)
         out = synth.synthesize(tokens, voice, speed=item.speed, seed=item.seed)
         elapsed = time.perf_counter() - t0
-        audio_key = storage.put_bytes(layout.audio(item.item_id), audio_io.to_wav_bytes(out.audio, out.sample_rate))
-        faults.mid_item(position)
+        audio_key = layout.audio(item.item_id)
+        audio = audio_key, audio_io.to_wav_bytes(out.audio, out.sample_rate)
         record = SynthesisRecord(
             item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
             sample_rate=out.sample_rate, audio_seconds=round(audio_io.duration_s(out.audio, out.sample_rate), 3),
@@ -202,7 +205,14 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
                                  tokens=tokens, compute_s=round(elapsed, 4), error=error)
         status = ItemStatus.SYNTHESIS_FAILED
     clock.compute_s += elapsed
-    storage.put_json(layout.synthesis(item.item_id), record)  # written last: its presence means the item is done
+
+    def write() -> None:
+        if audio is not None:
+            storage.put_bytes(*audio)
+            faults.mid_item(position)
+        storage.put_json(layout.synthesis(item.item_id), record)  # written last: its presence means the item is done
+
+    writer.submit(write)
     return ItemResult(item_id=item.item_id, status=status, error=error)
 
 
@@ -308,24 +318,27 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
             log.error("%s", load_error)
         clock.load_s = time.perf_counter() - t0
         loads = 1
+        # The next items' audio is read and each record written in the background while the model aligns.
+        audio_keys = [synthesis.audio_key for _, _, synthesis, _, _ in todo] if load_error is None else []
         try:
-            for position, item, synthesis, previous, tag in todo:
-                record = _align_item(storage, aligner, item, synthesis, previous, primary, settings, clock,
-                                     load_error, tag, faults)
-                storage.put_json(layout.timing(item.item_id, backend), record)
-                results.append(ItemResult(item_id=item.item_id, status=record.status,
-                                          error=record.fallback_reason if record.status != ItemStatus.ALIGNED
-                                          else None))
-                progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
-                faults.after_item(position, fresh=True)
+            with WriteBehind() as writer, Prefetch(storage.get_bytes, audio_keys) as audio:
+                for n, (position, item, synthesis, previous, tag) in enumerate(todo):
+                    record = _align_item(aligner, item, synthesis, previous, primary, settings, clock, load_error,
+                                         tag, faults, read_audio=functools.partial(audio.get, n))
+                    writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend), record))
+                    results.append(ItemResult(item_id=item.item_id, status=record.status,
+                                              error=record.fallback_reason if record.status != ItemStatus.ALIGNED
+                                              else None))
+                    progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
+                    faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             aligner.close()
     return clock.result(chunk, step, backend, results, loads, skipped)
 
 
-def _align_item(storage, aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None,
-                primary: bool, settings: Settings, clock: _Clock, load_error: str | None, tag: str,
-                faults: FaultPlan) -> TimingRecord:
+def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None, primary: bool,
+                settings: Settings, clock: _Clock, load_error: str | None, tag: str, faults: FaultPlan,
+                read_audio: Callable[[], bytes]) -> TimingRecord:
     attempted = (previous.attempted if previous else []) + [aligner.name]
     earlier_reason = previous.fallback_reason if previous else None
     failed_status = ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED
@@ -342,7 +355,7 @@ def _align_item(storage, aligner, item, synthesis: SynthesisRecord, previous: Ti
         return failed(load_error, verdict=False)
     t0 = time.perf_counter()
     try:
-        samples, rate = audio_io.from_wav_bytes(storage.get_bytes(synthesis.audio_key))
+        samples, rate = audio_io.from_wav_bytes(read_audio())
         faults.before_backend(item.item_id)
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
     except StorageError:

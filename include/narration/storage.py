@@ -10,11 +10,13 @@ then exponential backoff for up to ``s3_outage_retry_s`` seconds, then a :class:
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
@@ -298,3 +300,82 @@ class Storage:
         except ClientError:
             return False
         return True
+
+
+class WriteBehind:
+    """A worker step's per-item S3 writes on one background thread, in submission order, while the model works on
+    the next item. Each submitted write is one item's outputs, record last, so order within an item is kept.
+
+    The first failed write stops every later one (nothing is written after a failure) and is raised in the
+    submitting thread: at the next ``submit``, at ``flush`` or on leaving the ``with`` block. At most ``depth``
+    writes wait, so a slow S3 slows the model down instead of filling memory with audio.
+    """
+
+    def __init__(self, depth: int = 4):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-write")
+        self._pending: collections.deque[Future] = collections.deque()
+        self._depth = depth
+        self._failed = threading.Event()
+
+    def _guarded(self, write: Callable[[], object]) -> None:
+        if self._failed.is_set():
+            return  # an earlier item's write failed: write nothing after it
+        try:
+            write()
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def submit(self, write: Callable[[], object]) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self._depth):
+            self._pending.popleft().result()  # raises the first failure here, in the worker's thread
+        self._pending.append(self._pool.submit(self._guarded, write))
+
+    def flush(self) -> None:
+        """Wait until every submitted write is in S3; raises the first failure."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+            else:  # already failing: let queued writes finish (each is atomic) but keep the original error
+                for future in self._pending:
+                    future.exception()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+class Prefetch:
+    """Reads the next few items' inputs in the background while the model works on the current one.
+
+    ``get(n)`` returns what ``read(keys[n])`` returned, or raises what it raised, so a failed read is the item's
+    own failure exactly as a direct read would have been.
+    """
+
+    def __init__(self, read: Callable[[str], T], keys: list[str], ahead: int = 2):
+        self._read = read
+        self._keys = keys
+        self._ahead = ahead
+        self._futures: dict[int, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="s3-read")
+
+    def get(self, n: int) -> T:
+        for k in range(n, min(n + self._ahead + 1, len(self._keys))):
+            if k not in self._futures:
+                self._futures[k] = self._pool.submit(self._read, self._keys[k])
+        for done in [k for k in self._futures if k < n]:  # skipped items: drop what was read for them
+            self._futures.pop(done).cancel()
+        return self._futures.pop(n).result()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
