@@ -103,17 +103,11 @@ def manifest_outcomes(storage: Storage, batch_id: str) -> dict[str, bool]:
     except KeyError:
         return {}
     report_written = storage.exists(layout.report_csv)
-    outcomes = {}
-    for summary in plan.manifests:
-        name = manifest_name(summary.key)
-        complete = True
-        for item in (i for i in plan.items if i.manifest == name):
-            row = storage.get_json_or_none(layout.result(item.item_id))
-            if row is None or row.get("status") == ItemStatus.FAILED.value:
-                complete = False
-                break
-        outcomes[summary.key] = summary.accepted > 0 and complete and report_written
-    return outcomes
+    rows = storage.map(lambda item: storage.get_json_or_none(layout.result(item.item_id)), plan.items)
+    unfinished = {item.manifest for item, row in zip(plan.items, rows)
+                  if row is None or row.get("status") == ItemStatus.FAILED.value}
+    return {summary.key: summary.accepted > 0 and manifest_name(summary.key) not in unfinished and report_written
+            for summary in plan.manifests}
 
 
 def finish(storage: Storage, batch_id: str, outcomes: dict[str, bool]) -> dict[str, str]:
