@@ -271,6 +271,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     results: list[ItemResult] = []
     todo: list[tuple[int, ItemSpec, SynthesisRecord, TimingRecord | None, str]] = []
     skipped = 0
+
     def examine(item: ItemSpec) -> tuple[str, object]:
         """("result", ItemResult) when there is nothing to align, ("done", ItemResult) when a current verdict
         exists, else ("todo", (synthesis, previous primary record, cache tag))."""
