@@ -121,7 +121,9 @@ def measure(backend: Backend, device: str, import_s: float, items) -> Row:
         import torch
 
         sync = torch.cuda.synchronize
-        allocated = lambda: torch.cuda.memory_allocated() / MIB
+        def allocated() -> float:
+            return torch.cuda.memory_allocated() / MIB
+
         before_load = allocated()
     else:
         sync = None
@@ -180,7 +182,8 @@ def use_soundfile_for_wav_if_torchaudio_cannot_read(path: Path) -> str | None:
         return torch.from_numpy(samples.T.copy()), sample_rate
 
     torchaudio.load = load_with_soundfile
-    return f"torchaudio {torchaudio.__version__} cannot read WAV here ({reason}); the reference clip is read with soundfile"
+    return (f"torchaudio {torchaudio.__version__} cannot read WAV here ({reason}); "
+            "the reference clip is read with soundfile")
 
 
 def device_description(device: str) -> str:

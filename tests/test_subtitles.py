@@ -413,5 +413,6 @@ def test_line_layout_balances_lines_when_break_costs_tie():
     from narration.subtitles import get_profile
     from narration.subtitles.segment import layout_lines
 
-    lines, _ = layout_lines(["Ran", "away", "on", "a", "black", "night", "with", "a", "lawful", "wedded", "man."], get_profile())
+    words = ["Ran", "away", "on", "a", "black", "night", "with", "a", "lawful", "wedded", "man."]
+    lines, _ = layout_lines(words, get_profile())
     assert lines == ["Ran away on a black night", "with a lawful wedded man."]

@@ -92,7 +92,9 @@ class ProgressWatcher(threading.Thread):
         total = len(plan["items"])
         root = plan and BatchLayout(plan["batch_id"]).root
         keys = list(self.storage.list_keys(root + "items/"))
-        count = lambda suffix: sum(1 for k in keys if k.endswith(suffix))
+        def count(suffix: str) -> int:
+            return sum(1 for k in keys if k.endswith(suffix))
+
         timed = len({k.rsplit("/", 2)[-2] for k in keys if "/timing-" in k})
         return (f"items {total} | synthesized {count('/synthesis.json')}/{total} | timed {timed}/{total} | "
                 f"rendered {count('/result.json')}/{total} | quarantined {plan['quarantined']}")

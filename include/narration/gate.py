@@ -32,7 +32,8 @@ class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NARRATION_GATE_", extra="ignore")
 
     asr_model: str | None = Field(
-        None, description="CTranslate2 Whisper model dir (faster-whisper format). Default <model_dir>/faster-whisper-small.en")
+        None, description="CTranslate2 Whisper model dir (faster-whisper format). "
+        "Default <model_dir>/faster-whisper-small.en")
     compute_type: str = Field("auto", description="auto (float16 on CUDA, int8 on CPU) or any CTranslate2 type.")
     beam_size: int = Field(5, ge=1)
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default.")

@@ -221,8 +221,7 @@ def _default_id(manifest: str, line_no: int) -> str:
 
 
 def _iter_byte_lines(data: bytes) -> Iterable[tuple[int, bytes]]:
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        yield number, raw
+    yield from enumerate(data.split(b"\n"), start=1)
 
 
 def _undecodable(name: str, line_no: int, raw_bytes: bytes, exc: UnicodeDecodeError, field_name: str | None

@@ -61,7 +61,8 @@ def validate_reference_audio(voice_id: str, wav: bytes) -> tuple[int, float, flo
     if duration > MAX_REFERENCE_S:
         raise VoiceError(f"voice {voice_id!r}: reference is {duration:.1f} s, over the {MAX_REFERENCE_S:.0f} s limit")
     if duration < MIN_REFERENCE_S:
-        raise VoiceError(f"voice {voice_id!r}: reference is {duration:.2f} s, under the {MIN_REFERENCE_S:.0f} s minimum")
+        raise VoiceError(f"voice {voice_id!r}: reference is {duration:.2f} s, "
+                         f"under the {MIN_REFERENCE_S:.0f} s minimum")
     loudness = audio_io.rms_dbfs(samples)
     if loudness < MIN_REFERENCE_DBFS:
         raise VoiceError(f"voice {voice_id!r}: reference is silent ({loudness:.0f} dBFS, the floor is "

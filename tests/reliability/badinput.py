@@ -110,7 +110,8 @@ CASES: list[Case] = [
     # JSON and types
     M("invalid-json.jsonl", accepted=(1,), rejected={
         2: "invalid JSON: Unterminated string starting at (column 22)", 3: "expected a JSON object, got list",
-        4: "the field 'text' appears more than once", 5: "nested too deeply", 6: "invalid JSON: Expecting value (column 1)"}),
+        4: "the field 'text' appears more than once", 5: "nested too deeply",
+        6: "invalid JSON: Expecting value (column 1)"}),
     M("wrong-types.jsonl", accepted=(1,), rejected={
         2: "text: must be a string, got int", 3: "speed: Input should be a valid number",
         4: "speed: must be a number, got a boolean", 5: "seed: Input should be greater than or equal to 0",

@@ -41,7 +41,8 @@ class WhisperXSettings(BaseSettings):
         None, description="Local wav2vec2 CTC model dir (or HF name) for every language; None = whisperx's "
         "default for the language (a torchaudio/HF download into cache_dir).")
     align_models: dict[str, str] = Field(default_factory=dict, description="Per-language overrides (JSON).")
-    cache_dir: str | None = Field(None, description="Download/cache dir for default models. Default <model_dir>/whisperx")
+    cache_dir: str | None = Field(
+        None, description="Download/cache dir for default models. Default <model_dir>/whisperx")
     nltk_data: str | None = Field(None, description="NLTK_DATA dir to use or create when punkt_tab is missing.")
     precision: str = Field("auto", description="auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16")
     interpolate_method: str = Field("nearest", description="How whisperx times words without alignable chars.")
