@@ -44,7 +44,7 @@ system-packages:
 demo: venv
 	$(PY) -m narration.demo
 
-test: test-core test-heavy test-docker test-scheduler bad-input-table
+test: lint test-core test-heavy test-docker test-scheduler bad-input-table
 
 test-core: venv system-packages
 	$(PY) -m pytest -m "not heavy and not docker and not scheduler" $(PYTEST_ARGS)
