@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from narration.settings import Settings
-from narration.storage import Storage, make_client
+from narration.storage import Storage
 
 AWS_CONN_ID = os.environ.get("NARRATION_AWS_CONN_ID", "aws_default")
 
@@ -38,7 +38,7 @@ def storage() -> Storage:
     settings = core_settings()
     hook = _s3_hook()
     session = hook.get_session()
-    return Storage(settings.bucket, make_client(settings, session=session), settings, session=session)
+    return Storage(settings.bucket, settings=settings, session=session)
 
 
 def worker_environment() -> dict[str, str]:

@@ -122,7 +122,7 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs) -> Storage:
-        return cls(settings.bucket, make_client(settings), settings, **kwargs)
+        return cls(settings.bucket, settings=settings, **kwargs)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(item) for item in items]`` with up to ``concurrency`` items in flight: per-item work here is S3
