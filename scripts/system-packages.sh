@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the test stages use: ffmpeg + a font (ffmpeg/libass parse and render the subtitle files) and
-# chromium (the UI screenshot). Installs only what is missing, and only as root; otherwise says what to install.
+# Debian packages the test stages use: ffmpeg + a font (ffmpeg/libass parse and render the subtitle files),
+# chromium (the UI screenshot), postgresql (metadata DB) and redis-server (Celery broker) for the distributed stage
+# and the orchestration benchmark. Installs only what is missing, and only as root; otherwise says what to install.
 set -euo pipefail
 
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v chromium >/dev/null || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

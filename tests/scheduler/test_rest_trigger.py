@@ -1,18 +1,15 @@
-"""A real scheduler run: Airflow's api-server, scheduler and dag-processor (SQLite, LocalExecutor) run narration_batch
-triggered through REST API v2, and headless Chromium saves the run's grid view with its labelled mapped instances.
+"""A real scheduler run: Airflow's api-server, scheduler and dag-processor (SQLite, LocalExecutor, through
+tests/airflow_stack.py) run narration_batch triggered through REST API v2, and headless Chromium saves the run's
+grid view with its labelled mapped instances.
 
 Screenshots and component logs go to $NARRATION_ARTIFACTS (default ./artifacts/scheduler/).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -21,13 +18,12 @@ import pytest
 import requests
 
 from narration.layout import BatchLayout
-from narration.local_s3 import free_port
+from tests.airflow_stack import DAG_ID, AirflowStack
 from tests.dag_runs import jsonl
 
 pytestmark = pytest.mark.scheduler
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_ID = "narration_batch"
 RUN_TIMEOUT_S = float(os.environ.get("NARRATION_SCHEDULER_TIMEOUT_S", "420"))
 LINES = [
     {"id": "s1", "text": "The council met on Tuesday."},
@@ -44,97 +40,6 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("NARRATION_ARTIFACTS") or REPO / "artifacts") / "scheduler"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class AirflowStack:
-    """api-server, scheduler and dag-processor as child processes on one SQLite metadata DB."""
-
-    COMPONENTS = ("api-server", "scheduler", "dag-processor")
-
-    def __init__(self, home: Path, s3_env: dict[str, str], log_dir: Path):
-        self.home = home
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_dir = log_dir
-        self.airflow = str(Path(sys.executable).with_name("airflow"))
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.started_s = 0.0
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        self.env = {
-            **inherited, **s3_env,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]),
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            # Only the REST-triggered run: the nightly schedule's latest run would claim the manifest first.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": self.base_url,
-            # Tasks report to the api-server's execution API; without this they dial :8080 and fail.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),  # not 8793: another Airflow may hold it
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(log_dir / "tasks"),  # task logs kept with the artifacts
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "NARRATION_RUNNER": "local",
-        }
-
-    def cli(self, *args: str) -> None:
-        subprocess.run([self.airflow, *args], env=self.env, check=True, capture_output=True, timeout=300)
-
-    def start(self) -> AirflowStack:
-        started = time.monotonic()
-        self.cli("db", "migrate")
-        self.cli("pools", "set", "narration_gpu", "2", "worker slots")
-        for name in self.COMPONENTS:
-            with open(self.log_dir / f"{name}.log", "wb") as log:  # the child keeps its own copy of the handle
-                self.processes[name] = subprocess.Popen([self.airflow, name], env=self.env, stdout=log,
-                                                        stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_until(lambda: requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=2).ok, 180,
-                        "the api-server to answer")
-        self.started_s = time.monotonic() - started
-        return self
-
-    def wait_until(self, check, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"airflow {name} exited with {process.returncode} while waiting for {what}; "
-                                       f"see {self.log_dir / (name + '.log')}")
-            try:
-                result = check()
-                if result:
-                    return result
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}; logs in {self.log_dir}")
-
-    def password(self) -> str:
-        """The admin password the simple auth manager generated at start."""
-        generated = self.home / "simple_auth_manager_passwords.json.generated"
-        return self.wait_until(lambda: generated.exists() and json.loads(generated.read_text()).get("admin"), 60,
-                               "the generated password file")
-
-    def stop(self) -> None:
-        for process in self.processes.values():  # each component leads its own process group (its task workers)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -156,52 +61,28 @@ def stack(tmp_path_factory, s3_server, seeded_bucket):
     log_dir = artifacts_dir() / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)  # this run's logs only
     log_dir.mkdir()
-    stack = AirflowStack(tmp_path_factory.mktemp("airflow-home"), {**s3_server.env(seeded_bucket)}, log_dir)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-def api(stack: AirflowStack, token: str, method: str, path: str, **kwargs) -> dict:
-    response = requests.request(method, f"{stack.base_url}/api/v2{path}", timeout=30,
-                                headers={"Authorization": f"Bearer {token}"}, **kwargs)
-    assert response.ok, (response.status_code, response.text[:500])
-    return response.json()
+    stack = AirflowStack(tmp_path_factory.mktemp("airflow-home"), s3_server.env(seeded_bucket), log_dir)
+    with stack:
+        yield stack
 
 
 def test_rest_triggered_run_succeeds_writes_outputs_and_shows_labelled_mapped_instances(browser, stack, seeded_bucket):
     started = time.monotonic()
-    login = requests.post(f"{stack.base_url}/auth/token", json={"username": "admin", "password": stack.password()},
-                          timeout=30)
-    assert login.status_code == 201, login.text
-    token = login.json()["access_token"]
+    stack.token()
     assert requests.get(f"{stack.base_url}/api/v2/dags", timeout=30).status_code == 401  # the API wants the token
 
-    def dag_is_parsed():
-        errors = api(stack, token, "GET", "/importErrors")["import_errors"]
-        assert not errors, errors
-        response = requests.get(f"{stack.base_url}/api/v2/dags/{DAG_ID}", timeout=10,
-                                headers={"Authorization": f"Bearer {token}"})
-        return response.ok and response.json()
-
-    dag = stack.wait_until(dag_is_parsed, 180, f"the dag-processor to parse {DAG_ID}")
+    dag = stack.wait_for_dag()
     parsed_s = time.monotonic() - started
     assert dag["is_paused"] is False and "narration" in {tag["name"] for tag in dag["tags"]}
 
     conf = {"chunk_size": 2, "formats": ["srt", "vtt", "json"], "manifest": "incoming/scheduler-news.jsonl"}
-    run = api(stack, token, "POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    run = stack.trigger(conf)
     run_id = run["dag_run_id"]
     assert run["conf"] == conf
 
-    def finished():
-        state = api(stack, token, "GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}")["state"]
-        return state if state in ("success", "failed") else None
-
-    state = stack.wait_until(finished, RUN_TIMEOUT_S, f"run {run_id} to finish")
+    state = stack.wait_for_run(run_id, RUN_TIMEOUT_S)
     run_s = time.monotonic() - started - parsed_s
-    tis = api(stack, token, "GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances",
-              params={"limit": 100})["task_instances"]
+    tis = stack.task_instances(run_id)
     summary = sorted((ti["task_id"], ti["map_index"], ti["state"]) for ti in tis)
     assert state == "success", summary
 
