@@ -12,12 +12,13 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-heavy system-packages demo test test-core test-heavy test-docker test-scheduler \
+.PHONY: help venv venv-heavy system-packages demo test test-core test-heavy test-docker test-scheduler test-distributed \
         bad-input-table bench bench-core bench-heavy lint clean
 
 help:
 	@echo "make demo            a real batch on the embedded default: local S3, espeak-ng, pocketsphinx, Airflow on SQLite"
-	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler"
+	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler,"
+	@echo "                     distributed (Postgres, Redis, two Celery workers)"
 	@echo "make test-core       the fast suite only (no Docker engine, no torch)"
 	@echo "make bench           accuracy, orchestration, model-load and subtitle-rule benchmarks"
 
@@ -44,10 +45,10 @@ system-packages:
 demo: venv
 	$(PY) -m narration.demo
 
-test: lint test-core test-heavy test-docker test-scheduler bad-input-table
+test: lint test-core test-heavy test-docker test-scheduler test-distributed bad-input-table
 
 test-core: venv system-packages
-	$(PY) -m pytest -m "not heavy and not docker and not scheduler" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not heavy and not docker and not scheduler and not distributed" $(PYTEST_ARGS)
 
 test-heavy: venv-heavy
 	$(HEAVY_PY) -m pytest -m heavy tests/heavy tests/test_voices_cli.py $(PYTEST_ARGS)
@@ -58,6 +59,10 @@ test-docker: venv system-packages
 
 test-scheduler: venv system-packages
 	$(PY) -m pytest -m scheduler tests/scheduler $(PYTEST_ARGS)
+
+# Postgres + Redis + CeleryExecutor with two workers, started (and stopped) by the tests themselves.
+test-distributed: venv system-packages
+	$(PY) -m pytest -m distributed tests/distributed $(PYTEST_ARGS)
 
 bad-input-table: venv
 	$(PY) -m tests.reliability.corpus_table

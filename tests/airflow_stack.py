@@ -272,8 +272,11 @@ class AirflowStack:
     def trigger(self, conf: dict, dag_id: str = DAG_ID) -> dict:
         return self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
 
+    def dag_run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+
     def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")["state"]
+        return self.dag_run(run_id, dag_id)["state"]
 
     def wait_for_run(self, run_id: str, timeout_s: float, dag_id: str = DAG_ID) -> str:
         def finished():

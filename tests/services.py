@@ -88,7 +88,7 @@ class PostgresCluster:
 
     @property
     def sqlalchemy_url(self) -> str:
-        return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+        return f"postgresql+psycopg://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
 
     def _run(self, *args: str) -> None:
         subprocess.run(args, check=True, capture_output=True, timeout=120, user=self.run_as)
