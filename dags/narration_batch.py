@@ -18,50 +18,60 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Metadata, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, Metadata, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
-from narration import lifecycle
-from narration.deliver import write_batch_report
-from narration.layout import BatchLayout
-from narration.manifests import ManifestError
-from narration.pipeline import align_chunk, load_chunk
-from narration.plan import plan_batch as plan_batch_in_s3
-from narration.render import render_chunk
-from narration.voices import voice_ids
-from operators import batch as glue
-from operators.connections import core_settings, storage
-from operators.notify import FailedItemsWebhookNotifier
-from operators.worker import worker_operator_class
+from narration.settings import Settings
+from operators.notify import FailedItemsWebhookNotifier, late_batch_deadline
+from operators.pools import GPU_POOL
+from operators.worker import WorkerOperator, chunk_time_budget
 
-BATCH_OUTPUTS = Asset("narration_batch_outputs", uri="s3://narration/batches/")
-WorkerOperator = worker_operator_class()
+# Parsed by the dag-processor and again at every task start: import only airflow.sdk and the light operator
+# modules here; the core library (pandas, numpy, boto3) is imported inside the tasks that use it.
+# Named, not an s3:// URI: the bucket is configuration, and an s3 URI imports the Amazon provider at parse time.
+BATCH_OUTPUTS = Asset("narration_batch_outputs")
 FORMATS = ["srt", "vtt", "ass", "json", "csv"]
 notify_failures = FailedItemsWebhookNotifier()  # posts failed/quarantined items when a webhook URL is configured
 
 PARAMS = {
-    "manifest": Param("", type="string", title="Manifest key or prefix",
+    "manifest": Param(None, type=["null", "string"], title="Manifest key or prefix",
                       description="S3 key or prefix of the manifest(s) to narrate; empty takes everything under "
                                   "incoming/."),
-    "voice": Param("", type="string", title="Default voice",
+    "voice": Param(None, type=["null", "string"], title="Default voice",
                    description="Voice for lines that name none; empty uses the configured default voice."),
     "language": Param("en", type="string", enum=["en", "en-us", "en-gb"], title="Default language"),
     "timing_method": Param("auto", type="string", enum=["auto", "pocketsphinx", "whisperx", "google"],
                            title="Timing method",
                            description="auto: the configured primary aligner with Google as fallback; google: "
                                        "every item timed by Google Speech-to-Text."),
-    "synthesizer": Param("auto", type="string", enum=["auto", "espeak", "f5tts"], title="Synthesizer"),
-    "chunk_size": Param(16, type="integer", minimum=1, maximum=500, title="Items per chunk",
-                        description="Items per worker invocation; each chunk loads its model once."),
-    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, title="Output formats"),
+    "synthesizer": Param("auto", type="string", enum=["auto", "espeak", "f5tts"], title="Synthesizer",
+                         description="auto: the configured synthesizer (NARRATION_SYNTHESIZER)."),
+    "chunk_size": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Items per chunk",
+                        description="Items per worker invocation (each chunk loads its model once); empty uses "
+                                    "NARRATION_CHUNK_SIZE."),
+    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, minItems=1,
+                     uniqueItems=True, examples=FORMATS, title="Output formats",
+                     description="Subtitle and word-timing files written for every item."),
     "subtitle_profile": Param("netflix-adult", type="string", enum=["netflix-adult", "netflix-adult-20cps"],
-                              title="Subtitle profile"),
-    "vtt_word_timestamps": Param(False, type="boolean", title="Karaoke timestamps in WebVTT"),
-    "force_fallback": Param([], type="array", items={"type": "string"}, title="Items to re-time with Google",
-                            description="Item ids routed to the fallback aligner whatever the primary does."),
-    "force_rerender": Param(False, type="boolean", title="Redo finished items",
+                              title="Subtitle profile", section="Advanced"),
+    "vtt_word_timestamps": Param(False, type="boolean", title="Karaoke timestamps in WebVTT", section="Advanced"),
+    "force_fallback": Param(None, type=["null", "array"], items={"type": "string"},
+                            title="Items to re-time with Google", section="Advanced",
+                            description="Item ids (one per line) routed to the fallback aligner whatever the "
+                                        "primary does."),
+    "force_rerender": Param(False, type="boolean", title="Redo finished items", section="Advanced",
                             description="Ignore outputs a previous run already produced for the same inputs."),
 }
+
+
+def budget_chunk(context) -> None:
+    """pre_execute of the TaskFlow chunk tasks: the mapped instance's UI label and the chunk's time budget."""
+    chunk = context["task"].op_kwargs["chunk"]
+    context["chunk_label"] = chunk["label"]
+    context["task"].execution_timeout = chunk_time_budget(chunk)
+
+
+SETTINGS = Settings()  # environment only: the nightly run's bounds
 
 
 @dag(
@@ -73,113 +83,93 @@ PARAMS = {
     params=PARAMS,
     doc_md=__doc__,
     tags=["narration", "tts", "subtitles"],
+    dagrun_timeout=timedelta(hours=SETTINGS.batch_timeout_h),
+    deadline=late_batch_deadline(timedelta(hours=SETTINGS.batch_deadline_h)) if SETTINGS.batch_deadline_h else None,
     default_args={"owner": "narration", "retries": 2, "retry_delay": timedelta(seconds=20),
-                  "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(minutes=10)},
+                  "retry_exponential_backoff": 2.0, "max_retry_delay": timedelta(minutes=10),
+                  "execution_timeout": timedelta(minutes=30)},
 )
 def narration_batch():
     @task
     def plan_batch(params=None) -> list[dict]:
         """Claim manifests, validate every line, quarantine bad ones, write chunk specs."""
-        context = get_current_context()
-        settings, s3 = core_settings(), storage()
-        batch_id = glue.batch_id_from_context(context)
-        existing = glue.existing_plan(s3, batch_id)
-        if existing is not None:  # a retried or cleared run re-uses its plan; finished items are skipped later
-            return [c.model_dump() for c in existing.chunks]
-        options = glue.options_from_params(params, settings)
-        keys = lifecycle.claim(s3, batch_id, lifecycle.discover(s3, params.get("manifest") or None,
-                                                                settings.incoming_prefix), settings.incoming_prefix)
-        try:
-            plan = plan_batch_in_s3(s3, settings, batch_id, keys, options, voice_ids(s3))
-        except ManifestError as exc:  # bad input: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
-        return [c.model_dump() for c in plan.chunks]
+        from operators import batch
 
-    chunks = plan_batch()
+        return batch.plan_run(get_current_context(), params)
 
-    synthesize = WorkerOperator.partial(
-        task_id="synthesize", step="synthesize", pool="narration_gpu", map_index_template="{{ task.chunk.label }}",
-    ).expand(chunk=chunks)
-
-    align = WorkerOperator.partial(
-        task_id="align", step="align", pool="narration_gpu", map_index_template="{{ task.chunk.label }}",
-        trigger_rule=TriggerRule.ALL_DONE,
-    ).expand(chunk=chunks)
+    @task_group(prefix_group_id=False)
+    def narrate_chunk(chunk: dict):
+        """One chunk's GPU work: its alignment starts as soon as its own synthesis ends."""
+        synthesize = WorkerOperator(task_id="synthesize", step="synthesize", chunk=chunk, pool=GPU_POOL,
+                                    map_index_template="{{ task.chunk.label }}", execution_timeout=None)
+        align = WorkerOperator(task_id="align", step="align", chunk=chunk, pool=GPU_POOL,
+                               map_index_template="{{ task.chunk.label }}", execution_timeout=None,
+                               trigger_rule=TriggerRule.ALL_DONE)
+        synthesize >> align
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def plan_fallback() -> list[dict]:
         """Find items whose primary timing failed and cut them into fallback chunks."""
-        batch_id = glue.batch_id_from_context(get_current_context())
-        return glue.plan_fallback(storage(), core_settings(), batch_id, glue.google_configured(core_settings()))
+        from operators import batch
 
-    fallback_chunks = plan_fallback()
+        return batch.plan_fallback_for_run(get_current_context())
 
     @task.branch
     def route_timing(fallback_chunks: list) -> str:
         """Batch-level branch: Google for the items that need it, else straight to subtitles."""
         return "google_align" if fallback_chunks else "render_subtitles"
 
-    @task(map_index_template="{{ chunk_label }}")
+    @task(map_index_template="{{ chunk_label }}", pre_execute=budget_chunk, execution_timeout=None)
     def google_align(chunk: dict) -> dict:
         """Time one fallback chunk with Google Speech-to-Text (word time offsets)."""
-        from narration.align.google import GoogleAligner
+        from operators import batch
 
-        context = get_current_context()
-        context["chunk_label"] = chunk["label"]
-        s3, settings = storage(), core_settings()
-        credentials = glue.google_credentials()
-        aligner_cls = (lambda s: GoogleAligner(s, credentials=credentials)) if credentials else None
-        result = align_chunk(s3, settings, load_chunk(s3, chunk["key"]), backend="google",
-                             aligner_factory=aligner_cls)
-        return result.model_dump(mode="json")
+        return batch.google_align_chunk(chunk)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, map_index_template="{{ chunk_label }}")
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, map_index_template="{{ chunk_label }}",
+          pre_execute=budget_chunk, execution_timeout=None)
     def render_subtitles(chunk: dict, params=None) -> dict:
         """Pick each item's final timings and write its subtitles and word files."""
-        get_current_context()["chunk_label"] = chunk["label"]
-        s3, settings = storage(), core_settings()
-        fallback_unavailable = None if glue.google_configured(settings) else glue.GOOGLE_NOT_CONFIGURED
-        result = render_chunk(s3, settings, load_chunk(s3, chunk["key"]), formats=params["formats"],
-                              profile_name=params["subtitle_profile"],
-                              vtt_word_timestamps=params["vtt_word_timestamps"],
-                              fallback_unavailable=fallback_unavailable)
-        return result.model_dump(mode="json")
+        from operators import batch
+
+        return batch.render_chunk_for_run(chunk, params)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BATCH_OUTPUTS], on_success_callback=notify_failures,
           on_failure_callback=notify_failures)
     def write_report():
         """Per-batch CSV and HTML report and summary with presigned URLs; accounts for every line."""
-        batch_id = glue.batch_id_from_context(get_current_context())
-        summary = write_batch_report(storage(), core_settings(), batch_id)
-        for line in glue.format_summary(summary).splitlines():
-            print(line)
+        from operators import batch
+
+        summary = batch.write_report_for_run(get_current_context())
         yield Metadata(BATCH_OUTPUTS, extra={
-            "batch_id": batch_id, "report": summary["report_csv"], **{f"items_{k}": v for k, v in
-                                                                       summary.get("by_status", {}).items()}})
+            "batch_id": summary["batch_id"], "report": summary["report_csv"],
+            **{f"items_{k}": v for k, v in summary.get("by_status", {}).items()}})
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish_manifests() -> dict:
         """Move manifests to processed/ or failed/ once the outputs are written."""
-        batch_id = glue.batch_id_from_context(get_current_context())
-        s3 = storage()
-        outcomes = lifecycle.manifest_outcomes(s3, batch_id)
-        return lifecycle.finish(s3, BatchLayout(batch_id).batch_id, outcomes)
+        from operators import batch
+
+        return batch.finish_manifests_for_run(get_current_context())
 
     @task(trigger_rule=TriggerRule.ONE_FAILED)
     def watch_failures():
         """Fails the run when any task failed, even though the report and manifest moves still ran."""
         raise AirflowFailException("a task of this batch failed; the report accounts for the affected items")
 
+    chunks = plan_batch()
+    narrated = narrate_chunk.expand(chunk=chunks)
+    fallback_chunks = plan_fallback()
     route = route_timing(fallback_chunks)
     google = google_align.expand(chunk=fallback_chunks)
     render = render_subtitles.expand(chunk=chunks)
     report = write_report()
-
-    synthesize >> align >> fallback_chunks
-    route >> [google, render]
     finished = finish_manifests()
+
+    narrated >> fallback_chunks
+    route >> [google, render]
     google >> render >> report >> finished
-    [chunks, synthesize, align, fallback_chunks, route, google, render, report, finished] >> watch_failures()
+    [chunks, *narrated.children.values(), fallback_chunks, route, google, render, report, finished] >> watch_failures()
 
 
 narration_batch()

@@ -121,3 +121,83 @@ def google_credentials():
     info = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
     return service_account.Credentials.from_service_account_info(
         info, scopes=["https://www.googleapis.com/auth/cloud-platform"])
+
+
+# The DAG's task bodies: each imports the core library only when its task runs, so the DAG file parses cheaply.
+
+
+def plan_run(context, params: dict) -> list[dict]:
+    """Claim manifests, validate every line, quarantine bad ones and write chunk specs; the chunks to map over."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from narration import lifecycle
+    from narration.manifests import ManifestError
+    from narration.plan import plan_batch
+    from narration.voices import voice_ids
+    from operators.connections import core_settings, storage
+
+    settings, s3 = core_settings(), storage()
+    batch_id = batch_id_from_context(context)
+    existing = existing_plan(s3, batch_id)
+    if existing is not None:  # a retried or cleared run re-uses its plan; finished items are skipped later
+        return [c.model_dump() for c in existing.chunks]
+    options = options_from_params(params, settings)
+    keys = lifecycle.claim(s3, batch_id, lifecycle.discover(s3, params.get("manifest") or None,
+                                                            settings.incoming_prefix), settings.incoming_prefix)
+    try:
+        plan = plan_batch(s3, settings, batch_id, keys, options, voice_ids(s3))
+    except ManifestError as exc:  # bad input: retrying cannot help
+        raise AirflowFailException(str(exc)) from exc
+    return [c.model_dump() for c in plan.chunks]
+
+
+def plan_fallback_for_run(context) -> list[dict]:
+    from operators.connections import core_settings, storage
+
+    settings = core_settings()
+    return plan_fallback(storage(), settings, batch_id_from_context(context), google_configured(settings))
+
+
+def google_align_chunk(chunk: dict) -> dict:
+    """Time one fallback chunk with Google Speech-to-Text, credentials from the connection when it has them."""
+    from narration.align.google import GoogleAligner
+    from narration.pipeline import align_chunk, load_chunk
+    from operators.connections import core_settings, storage
+
+    s3, settings = storage(), core_settings()
+    credentials = google_credentials()
+    factory = (lambda s: GoogleAligner(s, credentials=credentials)) if credentials else None
+    return align_chunk(s3, settings, load_chunk(s3, chunk["key"]), backend="google",
+                       aligner_factory=factory).model_dump(mode="json")
+
+
+def render_chunk_for_run(chunk: dict, params: dict) -> dict:
+    from narration.pipeline import load_chunk
+    from narration.render import render_chunk
+    from operators.connections import core_settings, storage
+
+    s3, settings = storage(), core_settings()
+    fallback_unavailable = None if google_configured(settings) else GOOGLE_NOT_CONFIGURED
+    return render_chunk(s3, settings, load_chunk(s3, chunk["key"]), formats=params["formats"],
+                        profile_name=params["subtitle_profile"], vtt_word_timestamps=params["vtt_word_timestamps"],
+                        fallback_unavailable=fallback_unavailable).model_dump(mode="json")
+
+
+def write_report_for_run(context) -> dict:
+    """The batch's CSV and HTML report and summary; prints the summary into the task log."""
+    from narration.deliver import write_batch_report
+    from operators.connections import core_settings, storage
+
+    summary = write_batch_report(storage(), core_settings(), batch_id_from_context(context))
+    for line in format_summary(summary).splitlines():
+        print(line)
+    return summary
+
+
+def finish_manifests_for_run(context) -> dict:
+    from narration import lifecycle
+    from operators.connections import storage
+
+    s3 = storage()
+    batch_id = batch_id_from_context(context)
+    return lifecycle.finish(s3, BatchLayout(batch_id).batch_id, lifecycle.manifest_outcomes(s3, batch_id))

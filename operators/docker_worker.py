@@ -1,7 +1,8 @@
 """The Docker runner: one ``narration <step> --chunk KEY`` container per chunk, through DockerOperator.
 
-Same keywords and result (the parsed JSON result line) as LocalWorkerOperator; image, GPUs, model cache, network
-and daemon come from ``NARRATION_*`` environment or ``narration_*`` Airflow Variables when the task runs.
+WorkerOperator delegates to it when the runner is ``docker``; same keywords and result (the parsed JSON result line).
+Image, GPUs, model cache, network and daemon come from ``NARRATION_*`` environment or ``narration_*`` Airflow
+Variables when the task runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import DeviceRequest, Mount
 
 from operators.connections import worker_environment
-from operators.worker import WorkerError, chunk_label, parse_result_line, worker_command
+from operators.worker import WorkerError, chunk_label, log_chunk_result, parse_result_line, worker_command
 
 DEFAULT_IMAGE = "narration-worker-cpu:latest"
 DEFAULT_NETWORK = "host"  # reaches an S3 endpoint on the host's loopback; use "bridge" or a compose network in prod
@@ -123,7 +124,7 @@ class DockerWorkerOperator(DockerOperator):
         finally:
             self.do_xcom_push, self.xcom_all = wanted
         result = parse_result_line("\n".join(str(line) for line in lines or []), self.step)
-        self._log_result(result)
+        log_chunk_result(self.log, result, f" in {self.image}")
         return result
 
     def _failure(self, exc: DockerContainerFailedException) -> WorkerError:
@@ -134,11 +135,3 @@ class DockerWorkerOperator(DockerOperator):
         except WorkerError as reported:
             return WorkerError(f"{reported} [{exc}]")
         return WorkerError(f"narration {self.step} printed a result but its container failed: {exc}")
-
-    def _log_result(self, result: dict) -> None:
-        statuses: dict[str, int] = {}
-        for item in result.get("items", []):
-            statuses[item["status"]] = statuses.get(item["status"], 0) + 1
-        self.log.info("chunk %s via %s in %s: %s; model loads %s (%.2f s), compute %.2f s, skipped %s",
-                      result.get("chunk_id"), result.get("backend"), self.image, statuses, result.get("model_loads"),
-                      result.get("model_load_s", 0.0), result.get("compute_s", 0.0), result.get("skipped", 0))

@@ -6,15 +6,14 @@ without one it only logs. The JSON body carries a Slack/Teams-style ``text`` lin
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 
-import requests
-from airflow.sdk import BaseNotifier
+from airflow.sdk import AsyncCallback, BaseNotifier, DeadlineAlert, DeadlineReference
 
-from narration.deliver import collect_rows
-from narration.layout import BatchLayout
-from narration.schema import ItemStatus
+log = logging.getLogger(__name__)
 
 WEBHOOK_VARIABLE = "narration_webhook_url"
 WEBHOOK_ENV = "NARRATION_WEBHOOK_URL"
@@ -35,6 +34,9 @@ def configured_webhook_url() -> str | None:
 
 def failed_items(storage, batch_id: str) -> tuple[list[dict], int]:
     """(rows of the batch's items that did not end ``done``, quarantined lines included; total rows)."""
+    from narration.deliver import collect_rows
+    from narration.schema import ItemStatus
+
     rows = collect_rows(storage, batch_id)
     failed = [
         {"item_id": r.item_id, "manifest": r.manifest, "line": r.line, "status": r.status, "error": r.error}
@@ -62,6 +64,7 @@ class FailedItemsWebhookNotifier(BaseNotifier):
 
     def build_payload(self, context) -> dict | None:
         """The webhook body for this run, or None when there is nothing to report."""
+        from narration.layout import BatchLayout
         from operators.batch import batch_id_from_context
         from operators.connections import storage
 
@@ -106,7 +109,36 @@ class FailedItemsWebhookNotifier(BaseNotifier):
         if payload is None:
             self.log.info("batch has no failed items: not notifying")
             return
+        import requests
+
         response = requests.post(url, json=payload, timeout=self.timeout_s)
         response.raise_for_status()
         self.log.info("posted %d failed item(s) of batch %s to the webhook (HTTP %s)",
                       payload["failed"], payload["batch_id"], response.status_code)
+
+
+async def notify_late_batch(dag_id: str, late_after: str, context: dict | None = None) -> None:
+    """Deadline callback (run by the triggerer): a batch run is still going past its deadline. Posts to the
+    configured webhook, else logs a warning."""
+    dag_run = (context or {}).get("dag_run") or {}
+    run_id = dag_run.get("run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
+    text = f"narration batch run {run_id or '?'} of {dag_id} is still running {late_after} after it was queued"
+    url = configured_webhook_url()
+    if not url:
+        log.warning("%s (no webhook configured: %s Variable or %s)", text, WEBHOOK_VARIABLE, WEBHOOK_ENV)
+        return
+    import asyncio
+
+    import requests
+
+    response = await asyncio.to_thread(requests.post, url, json={"text": text, "dag_id": dag_id, "run_id": run_id,
+                                                                 "late_after": late_after}, timeout=10)
+    response.raise_for_status()
+    log.warning("%s: posted to the webhook (HTTP %s)", text, response.status_code)
+
+
+def late_batch_deadline(after: timedelta) -> DeadlineAlert:
+    """Alert when a batch run is still running ``after`` past the moment it was queued."""
+    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=after,
+                         callback=AsyncCallback(notify_late_batch, kwargs={"dag_id": "narration_batch",
+                                                                           "late_after": str(after)}))

@@ -1,8 +1,9 @@
 """The worker operator: runs one ``narration <step>`` command for one chunk and returns its JSON result line.
 
-Two runners share this interface: ``local`` runs the command as a process on the Airflow worker (the embedded
-default), ``docker`` runs it in the step's image through DockerOperator (GPU hosts). Choosing one is configuration:
-the ``narration_runner`` Airflow Variable or ``NARRATION_RUNNER``.
+Two runners share this operator: ``local`` runs the command as a process on the Airflow worker (the embedded
+default), ``docker`` runs it in the step's image through DockerOperator (GPU hosts). The runner is configuration
+(``NARRATION_RUNNER`` or the ``narration_runner`` Variable), read when the task runs, never while the DAG file is
+parsed; so is the chunk's time budget. This module imports nothing heavy: the DAG file imports it at parse time.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
-
-from operators.connections import worker_environment
 
 RUNNERS = ("local", "docker")
 
@@ -59,10 +59,76 @@ def chunk_label(chunk: dict) -> str:
     return chunk.get("label") or chunk.get("chunk_id", "?")
 
 
-class LocalWorkerOperator(BaseOperator):
-    """Run the worker CLI as a local process; its stderr streams into the task log."""
+def chunk_time_budget(chunk: dict) -> timedelta:
+    """How long one step may take on this chunk: a fixed start-up allowance plus a per-item budget (settings
+    ``NARRATION_WORKER_TIMEOUT_BASE_S`` and ``NARRATION_WORKER_TIMEOUT_PER_ITEM_S``)."""
+    from narration.settings import Settings
 
-    template_fields: Sequence[str] = ("extra_args",)
+    settings = Settings()
+    items = len(chunk.get("item_ids") or ()) or 1
+    return timedelta(seconds=settings.worker_timeout_base_s + settings.worker_timeout_per_item_s * items)
+
+
+def log_chunk_result(log, result: dict, where: str = "") -> None:
+    statuses: dict[str, int] = {}
+    for item in result.get("items", []):
+        statuses[item["status"]] = statuses.get(item["status"], 0) + 1
+    log.info("chunk %s via %s%s: %s; model loads %s (%.2f s), compute %.2f s, skipped %s",
+             result.get("chunk_id"), result.get("backend"), where, statuses, result.get("model_loads"),
+             result.get("model_load_s", 0.0), result.get("compute_s", 0.0), result.get("skipped", 0))
+
+
+def selected_runner() -> str:
+    """``NARRATION_RUNNER``, else the ``narration_runner`` Variable, else ``local``; call it only in a task."""
+    runner = os.environ.get("NARRATION_RUNNER")
+    if not runner:
+        try:
+            from airflow.sdk import Variable
+
+            runner = Variable.get("narration_runner", default="local")
+        except Exception:  # noqa: BLE001 - outside a task (no API server to ask): the embedded default
+            runner = "local"
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r} (NARRATION_RUNNER or Variable narration_runner); "
+                         f"valid runners: {', '.join(RUNNERS)}")
+    return runner
+
+
+def run_local_worker(log, step: str, chunk: dict, extra_args: Sequence[str], on_start=None) -> dict[str, Any]:
+    """Run the worker CLI as a child process; its stderr streams into the task log."""
+    from operators.connections import worker_environment
+
+    command = [sys.executable, "-m", "narration", *worker_command(step, chunk["key"], extra_args)]
+    log.info("chunk %s: running %s", chunk_label(chunk), " ".join(command[1:]))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **worker_environment()}, start_new_session=True)
+    if on_start:
+        on_start(process)
+
+    def pump():
+        for line in process.stderr:
+            log.info("%s", line.rstrip())
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    stdout = process.stdout.read()
+    code = process.wait()
+    pumper.join()
+    if code < 0:
+        raise WorkerError(f"narration {step} was killed by {signal.Signals(-code).name} before it finished")
+    result = parse_result_line(stdout, step)
+    if code != 0:
+        raise WorkerError(f"narration {step} exited with {code}")
+    return result
+
+
+class WorkerOperator(BaseOperator):
+    """Run ``narration <step> --chunk KEY`` for one chunk on the configured runner; the XCom is the parsed
+    result line. The execution timeout, unless given, is the chunk's time budget (see :func:`chunk_time_budget`).
+    """
+
+    # ``chunk`` is templated so that a mapped task group's argument is resolved before the task runs.
+    template_fields: Sequence[str] = ("chunk", "extra_args")
     ui_color = "#d6eaf8"
 
     def __init__(self, *, step: str, chunk: dict, extra_args: Sequence[str] = (), **kwargs):
@@ -71,62 +137,34 @@ class LocalWorkerOperator(BaseOperator):
         self.chunk = chunk
         self.extra_args = list(extra_args)
         self._process: subprocess.Popen | None = None
+        self._delegate: BaseOperator | None = None
+
+    def pre_execute(self, context) -> None:
+        if self.execution_timeout is None:  # read by the task runner after this hook, before execute()
+            self.execution_timeout = chunk_time_budget(self.chunk)
+        self.log.info("chunk %s: %s time budget %s", chunk_label(self.chunk), self.step, self.execution_timeout)
 
     def execute(self, context) -> dict[str, Any]:
-        command = [sys.executable, "-m", "narration", *worker_command(self.step, self.chunk["key"], self.extra_args)]
-        env = {**os.environ, **worker_environment()}
-        self.log.info("chunk %s: running %s", chunk_label(self.chunk), " ".join(command[1:]))
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                         env=env, start_new_session=True)
-        stderr_lines: list[str] = []
+        if selected_runner() == "docker":
+            from operators.docker_worker import DockerWorkerOperator
 
-        def pump():
-            for line in self._process.stderr:
-                stderr_lines.append(line)
-                self.log.info("%s", line.rstrip())
-
-        pumper = threading.Thread(target=pump, daemon=True)
-        pumper.start()
-        stdout = self._process.stdout.read()
-        code = self._process.wait()
-        pumper.join()
-        result = parse_result_line(stdout, self.step)
-        if code != 0:
-            raise WorkerError(f"narration {self.step} exited with {code}")
-        self._log_result(result)
+            self._delegate = DockerWorkerOperator(task_id=self.task_id, step=self.step, chunk=self.chunk,
+                                                  extra_args=self.extra_args)
+            return self._delegate.execute(context)
+        result = run_local_worker(self.log, self.step, self.chunk, self.extra_args, on_start=self._started)
+        log_chunk_result(self.log, result)
         return result
 
-    def _log_result(self, result: dict) -> None:
-        statuses: dict[str, int] = {}
-        for item in result.get("items", []):
-            statuses[item["status"]] = statuses.get(item["status"], 0) + 1
-        self.log.info("chunk %s via %s: %s; model loads %s (%.2f s), compute %.2f s, skipped %s",
-                      result.get("chunk_id"), result.get("backend"), statuses, result.get("model_loads"),
-                      result.get("model_load_s", 0.0), result.get("compute_s", 0.0), result.get("skipped", 0))
+    def _started(self, process: subprocess.Popen) -> None:
+        self._process = process
 
     def on_kill(self) -> None:
+        """Called on timeout or when the task is stopped: stop the worker and everything it started."""
+        if self._delegate is not None:
+            self._delegate.on_kill()
         if self._process and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
-
-
-def selected_runner() -> str:
-    runner = os.environ.get("NARRATION_RUNNER")
-    if not runner:
-        try:
-            from airflow.sdk import Variable
-
-            runner = Variable.get("narration_runner", default="local")
-        except Exception:  # no metadata DB at parse time (e.g. linting): fall back to the embedded default
-            runner = "local"
-    if runner not in RUNNERS:
-        raise ValueError(f"unknown runner {runner!r}; valid runners: {', '.join(RUNNERS)}")
-    return runner
-
-
-def worker_operator_class(runner: str | None = None) -> type[BaseOperator]:
-    runner = runner or selected_runner()
-    if runner == "docker":
-        from operators.docker_worker import DockerWorkerOperator
-
-        return DockerWorkerOperator
-    return LocalWorkerOperator
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)

@@ -26,7 +26,6 @@ from tests.services import PostgresCluster, RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "narration_batch"
-POOLS_FILE = REPO / "deploy" / "pools.json"
 WORKER_NAME_ENV = "NARRATION_WORKER_NAME"
 
 
@@ -139,11 +138,11 @@ class AirflowStack:
                         "the api-server to answer")
 
     def create_pools(self) -> None:
-        """The documented setup step when the repository ships it; until then the pool the DAG needs."""
-        if POOLS_FILE.exists():
-            self.cli("pools", "import", str(POOLS_FILE))
-        else:
-            self.cli("pools", "set", "narration_gpu", "2", "worker slots")
+        """The documented setup step (``python -m operators.pools``), as a new install runs it."""
+        done = subprocess.run([sys.executable, "-m", "operators.pools"], env=self.env, capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"python -m operators.pools exited with {done.returncode}:\n{done.stderr[-3000:]}")
 
     def start_worker(self, name: str) -> None:
         env = {**self.env, WORKER_NAME_ENV: name,

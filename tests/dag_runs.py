@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 from narration.layout import BatchLayout
@@ -13,6 +14,7 @@ DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "narration_batch.py"
 
 def load_dag():
     """Import the DAG file afresh, so runner configuration in the environment is read again."""
+    os.environ.setdefault("NARRATION_BATCH_DEADLINE_H", "0")  # dag.test cannot run a DAG with a deadline alert
     spec = importlib.util.spec_from_file_location("narration_batch_under_test", DAG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

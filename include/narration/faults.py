@@ -11,6 +11,8 @@ Each rule names a ``step`` (synthesize, align, fallback, render) and optionally 
   and before its record, to rehearse a half-finished item.
 - ``{"step": "align", "fail_items": ["a3"]}``: raise :class:`InjectedFault` from the backend call of those items,
   as a backend crash on one input would.
+- ``{"step": "synthesize", "hang_items": ["a3"]}``: block forever in the backend call of those items, as a hung
+  model or device would; only the task's execution timeout ends it.
 
 Never set it in production; the worker logs a warning whenever a rule is active.
 """
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +43,7 @@ class FaultRule:
     kill_after: int | None = None
     kill_mid_item: int | None = None
     fail_items: frozenset[str] = field(default_factory=frozenset)
+    hang_items: frozenset[str] = field(default_factory=frozenset)
 
     def applies(self, step: str, chunk_id: str) -> bool:
         return self.step == step and (self.chunk is None or self.chunk == chunk_id)
@@ -55,7 +59,8 @@ def active_rules(environ: dict[str, str] | None = None) -> list[FaultRule]:
         specs = doc if isinstance(doc, list) else [doc]
         rules = [FaultRule(step=str(spec["step"]), chunk=spec.get("chunk"), kill_after=spec.get("kill_after"),
                            kill_mid_item=spec.get("kill_mid_item"),
-                           fail_items=frozenset(spec.get("fail_items") or ())) for spec in specs]
+                           fail_items=frozenset(spec.get("fail_items") or ()),
+                           hang_items=frozenset(spec.get("hang_items") or ())) for spec in specs]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("ignoring %s: not a valid fault rule list (%s)", ENV_VAR, exc)
         return []
@@ -71,8 +76,12 @@ class FaultPlan:
         self.rules = [r for r in active_rules(environ) if r.applies(step, chunk_id)]
 
     def before_backend(self, item_id: str) -> None:
-        """Raise :class:`InjectedFault` when ``item_id`` is chosen to crash the backend."""
+        """Raise :class:`InjectedFault` when ``item_id`` is chosen to crash the backend; block when it is chosen to
+        hang."""
         for rule in self.rules:
+            if item_id in rule.hang_items:
+                log.warning("chaos hook: hanging in the %s backend call of item %r", self.step, item_id)
+                threading.Event().wait()
             if item_id in rule.fail_items:
                 raise InjectedFault(f"injected {self.step} failure for item {item_id!r} ({ENV_VAR})")
 

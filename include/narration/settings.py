@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     synthesizer: str = "espeak"
     aligner: str = "pocketsphinx"
 
+    # Time bounds: a hung worker or a late batch must not hold GPU slots or go unnoticed.
+    worker_timeout_base_s: float = Field(600.0, gt=0, description="Start-up allowance of one worker step on one "
+                                         "chunk (process or container start, model load).")
+    worker_timeout_per_item_s: float = Field(120.0, gt=0, description="Added to a step's time budget for each "
+                                             "item of its chunk; the task is killed when the budget runs out.")
+    batch_timeout_h: float = Field(12.0, gt=0, description="A batch run still running after this long fails.")
+    batch_deadline_h: float = Field(4.0, ge=0, description="A batch still running this long after it was "
+                                    "queued raises the late-batch alert; 0 turns the alert off (needed under "
+                                    "dag.test, which cannot run a DAG with a deadline in Airflow 3.3.2).")
+
     # Alignment quality gate: an item worse than this is routed to the fallback aligner.
     max_untimed_ratio: float = Field(0.2, ge=0, le=1)
     min_mean_score: float = Field(0.0, description="Backend-specific mean word score floor.")
