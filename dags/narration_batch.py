@@ -99,12 +99,14 @@ def narration_batch():
 
     @task_group(prefix_group_id=False)
     def narrate_chunk(chunk: dict):
-        """One chunk's GPU work: its alignment starts as soon as its own synthesis ends."""
+        """One chunk's GPU work: its alignment starts as soon as its own synthesis ends, and takes a free pool
+        slot before the next chunk's synthesis does (upstream weights), so chunks finish one by one."""
         synthesize = WorkerOperator(task_id="synthesize", step="synthesize", chunk=chunk, pool=GPU_POOL,
-                                    map_index_template="{{ task.chunk.label }}", execution_timeout=None)
+                                    map_index_template="{{ task.chunk.label }}", execution_timeout=None,
+                                    weight_rule="upstream")
         align = WorkerOperator(task_id="align", step="align", chunk=chunk, pool=GPU_POOL,
                                map_index_template="{{ task.chunk.label }}", execution_timeout=None,
-                               trigger_rule=TriggerRule.ALL_DONE)
+                               weight_rule="upstream", trigger_rule=TriggerRule.ALL_DONE)
         synthesize >> align
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

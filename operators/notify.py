@@ -121,7 +121,7 @@ async def notify_late_batch(dag_id: str, late_after: str, context: dict | None =
     """Deadline callback (run by the triggerer): a batch run is still going past its deadline. Posts to the
     configured webhook, else logs a warning."""
     dag_run = (context or {}).get("dag_run") or {}
-    run_id = dag_run.get("run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
+    run_id = dag_run.get("dag_run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
     text = f"narration batch run {run_id or '?'} of {dag_id} is still running {late_after} after it was queued"
     url = configured_webhook_url()
     if not url:
