@@ -146,11 +146,18 @@ class WorkerOperator(BaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         if selected_runner() == "docker":
+            from airflow.sdk.bases.operator import ExecutorSafeguard
+
             from operators.docker_worker import DockerWorkerOperator
 
             self._delegate = DockerWorkerOperator(task_id=self.task_id, step=self.step, chunk=self.chunk,
                                                   extra_args=self.extra_args)
-            return self._delegate.execute(context)
+            # This task's runner is the one running the delegate: say so, or it warns of a nested operator.
+            token = ExecutorSafeguard.tracker.set(self._delegate)
+            try:
+                return self._delegate.execute(context)
+            finally:
+                ExecutorSafeguard.tracker.reset(token)
         result = run_local_worker(self.log, self.step, self.chunk, self.extra_args, on_start=self._started)
         log_chunk_result(self.log, result)
         return result
