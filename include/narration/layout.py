@@ -88,5 +88,12 @@ class BatchLayout:
         return self.item_prefix(item_id) + "result.json"
 
 
-def manifest_name(key: str) -> str:
-    return posixpath.basename(key)
+def manifest_name(key: str, incoming_prefix: str = INCOMING) -> str:
+    """How messages and default ids name a manifest: its path below incoming/ or processing/<batch>/ (folders
+    included, ``teamA/news.txt``), so two same-named files in different folders are told apart."""
+    if key.startswith(PROCESSING):
+        _, _, relative = key[len(PROCESSING):].partition("/")
+        return relative or posixpath.basename(key)
+    if key.startswith(incoming_prefix):
+        return key[len(incoming_prefix):].lstrip("/") or posixpath.basename(key)
+    return key

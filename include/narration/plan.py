@@ -105,7 +105,7 @@ def plan_batch(
     errors: list[LineError] = []
     summaries: list[ManifestSummary] = []
     for key in manifest_keys:
-        name = manifest_name(key)
+        name = manifest_name(key, settings.incoming_prefix)
         try:
             parsed = parse_manifest(name, storage.get_bytes(key), ctx)
         except ManifestError as exc:

@@ -133,7 +133,7 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "item_id": item.item_id, "batch_id": chunk.batch_id, "method": timing.method,
         "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,
         "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
-        "synthesizer": synthesis.backend, "profile": profile.name,
+        "synthesizer": synthesis.backend, "profile": profile.name, "unspoken_words": item.unspoken_words,
     }
     documents = {
         "srt": lambda: subtitle_formats.to_srt(cues),

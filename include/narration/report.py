@@ -34,6 +34,8 @@ class ItemReportRow(BaseModel):
     language: str | None = None
     characters: int | None = None
     words: int | None = None
+    unspoken_words: str | None = Field(None, description="Words shown in the subtitles but not heard (a script "
+                                       "no backend speaks), space separated.")
     audio_seconds: float | None = None
     words_per_minute: float | None = None
     synthesizer: str | None = None
@@ -108,6 +110,7 @@ def item_row(
         language=item.language,
         characters=len(item.text),
         words=word_count,
+        unspoken_words=" ".join(item.unspoken_words) or None,
         audio_seconds=audio_seconds,
         words_per_minute=round(word_count * 60 / audio_seconds, 1) if audio_seconds else None,
         synthesizer=synthesis.backend if synthesis else None,

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
-from narration.normalize import ABBREVIATIONS
+from narration.normalize import ABBREVIATIONS, NUMBERED_ABBREVIATIONS
 from narration.schema import Cue, WordTiming
 from narration.subtitles.profile import SubtitleProfile, get_profile
 
@@ -90,6 +90,8 @@ def is_forbidden_break(before: str, after: str) -> bool:
     left, right = _last_part(before), _first_part(after)
     left_bare, right_bare = _bare(left), _bare(right)
     right_is_function = right_bare in CONJUNCTIONS or right_bare in PREPOSITIONS
+    if left.lower() in NUMBERED_ABBREVIATIONS and right_bare[:1].isdecimal():  # "Fig. 7", "p. 112"
+        return True
     if left_bare in DETERMINERS:  # article + noun
         return True
     if _capitalised(left) and _capitalised(right) and left_bare != "i":  # first + last name
