@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.lifecycle import batch_id_for
 from narration.plan import BatchOptions, BatchPlan, load_plan, write_chunks
 from narration.schema import ItemStatus
@@ -41,8 +41,9 @@ def options_from_params(params: dict, settings: Settings) -> BatchOptions:
         aligner=settings.aligner if timing in (AUTO, "google") else timing,
         timing_method="google" if timing == "google" else "primary",
         force_fallback=list(params.get("force_fallback") or []),
-        formats=list(params.get("formats") or ["srt", "vtt", "ass", "json", "csv"]),
+        formats=list(params.get("formats") or SUBTITLE_FORMATS),
         subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
+        subtitle_fps=params.get("subtitle_fps") or None,
         vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
         force_rerender=bool(params.get("force_rerender")),
     )

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
 
 
@@ -50,7 +51,7 @@ def cmd_render(args, settings: Settings) -> dict:
     storage = _storage(settings)
     result = render_chunk(storage, settings, load_chunk(storage, args.chunk), formats=args.formats.split(","),
                           profile_name=args.profile, vtt_word_timestamps=args.vtt_word_timestamps,
-                          fallback_unavailable=args.fallback_unavailable)
+                          fallback_unavailable=args.fallback_unavailable, fps=args.fps)
     return result.model_dump(mode="json")
 
 
@@ -166,9 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--backend", default=None, help="aligner to use (default: the chunk's primary aligner)")
     render = sub.add_parser("render", help="write subtitles and word timings for a chunk")
     render.add_argument("--chunk", required=True)
-    render.add_argument("--formats", default="srt,vtt,ass,json,csv")
+    render.add_argument("--formats", default=",".join(SUBTITLE_FORMATS))
     render.add_argument("--profile", default="netflix-adult")
     render.add_argument("--vtt-word-timestamps", action="store_true")
+    render.add_argument("--fps", type=float, default=None, help="frame rate the cues snap to (23.976, 24, 25, "
+                        "29.97, 30; default: the profile's)")
     render.add_argument("--fallback-unavailable", default=None)
     report = sub.add_parser("report", help="write the batch report and summary")
     report.add_argument("--batch", required=True)

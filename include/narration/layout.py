@@ -15,7 +15,7 @@ FAILED = "failed/"
 VOICES = "voices/"
 BATCHES = "batches/"
 
-SUBTITLE_FORMATS = ("srt", "vtt", "ass", "json", "csv")
+SUBTITLE_FORMATS = ("srt", "vtt", "ass", "ttml", "json", "csv")  # every format a batch writes by default
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

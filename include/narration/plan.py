@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from narration.layout import BatchLayout, manifest_name
+from narration.layout import SUBTITLE_FORMATS, BatchLayout, manifest_name
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.schema import ChunkSpec, ItemSpec, LineError
 from narration.settings import Settings
@@ -45,8 +45,10 @@ class BatchOptions(BaseModel):
     aligner: str = "pocketsphinx"
     timing_method: str = Field("primary", pattern="^(primary|google)$")
     force_fallback: list[str] = Field(default_factory=list)
-    formats: list[str] = Field(default_factory=lambda: ["srt", "vtt", "ass", "json", "csv"])
+    formats: list[str] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
     subtitle_profile: str = "netflix-adult"
+    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
+                                       "30); None keeps the profile's.")
     vtt_word_timestamps: bool = False
     force_rerender: bool = False
 

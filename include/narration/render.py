@@ -49,9 +49,10 @@ def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item
 
 def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, formats: list[str],
                  profile_name: str, vtt_word_timestamps: bool = False, fallback_unavailable: str | None = None,
-                 progress: Progress = log.info) -> ChunkResult:
+                 fps: float | None = None, progress: Progress = log.info) -> ChunkResult:
+    """Render every item of the chunk; ``fps`` overrides the profile's frame rate (cue times snap to it)."""
     layout = BatchLayout(chunk.batch_id)
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, fps=fps)
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
     started = time.perf_counter()
@@ -66,7 +67,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
             timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
         key = cache_key("render", synthesis.model_dump(mode="json") if synthesis else None,
-                        timing.model_dump(mode="json") if timing else None, formats, profile.name,
+                        timing.model_dump(mode="json") if timing else None, formats, profile.model_dump(),
                         vtt_word_timestamps, settings.low_confidence_scores)
         expected = _expected_outputs(layout, item.item_id, synthesis, timing, formats)
         current = None if force else storage.metadata(layout.result(item.item_id))
@@ -139,6 +140,7 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "srt": lambda: subtitle_formats.to_srt(cues),
         "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words, inline_word_timestamps=vtt_word_timestamps),
         "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
+        "ttml": lambda: subtitle_formats.to_ttml(cues, item.locale, profile),
         "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
         "csv": lambda: subtitle_formats.to_words_csv(timing.words),
     }

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
 from narration.subtitles.segment import effective_spans
 
-OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "json", "csv")
+OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "ttml", "json", "csv")
 
 
 class ItemReportRow(BaseModel):
@@ -57,6 +57,7 @@ class ItemReportRow(BaseModel):
     srt_key: str | None = None
     vtt_key: str | None = None
     ass_key: str | None = None
+    ttml_key: str | None = None
     json_key: str | None = None
     csv_key: str | None = None
 

@@ -47,6 +47,7 @@ CONTENT_TYPES = {
     ".srt": "application/x-subrip; charset=utf-8",
     ".vtt": "text/vtt; charset=utf-8",
     ".ass": "text/x-ssa; charset=utf-8",
+    ".ttml": "application/ttml+xml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
 }
