@@ -71,7 +71,9 @@ def _add_voice_commands(sub) -> None:
     common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
     up = vsub.add_parser("upload", parents=[common], help="validate and store a reference voice")
     up.add_argument("voice_id")
-    up.add_argument("wav", help="reference recording (PCM WAV, 1-12 s, at least 16 kHz)")
+    up.add_argument("wav", help="reference recording (WAV of any sample format or FLAC, 1-12 s, at least 16 kHz; "
+                    "several channels are down-mixed to mono)")
+    up.add_argument("--force", action="store_true", help="replace the voice if it already exists")
     up.add_argument("--transcript", default=None,
                     help="exactly what the reference says; without it ASR (the whisperx extra) transcribes it")
     up.add_argument("--language", default="en")
@@ -110,9 +112,11 @@ def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
         except OSError as exc:
             raise voices.VoiceError(f"cannot read {args.wav}: {exc.strerror}") from exc
         info = voices.upload_voice(storage, args.voice_id, wav, args.transcript, language=args.language,
-                                   espeak_voice=args.espeak_voice, settings=settings)
+                                   espeak_voice=args.espeak_voice, settings=settings, replace=args.force)
         text = (f"uploaded voice {info.voice_id}: {info.duration_s:.2f} s, {info.loudness_dbfs:.1f} dBFS, "
                 f"transcript ({info.transcript_source}): {info.transcript}")
+        if info.downmixed_from_channels:
+            text += f"\nnote: the reference had {info.downmixed_from_channels} channels; it was down-mixed to mono"
         return {"uploaded": info.model_dump(mode="json")}, text
     if args.voice_command == "list":
         listed = voices.list_voices(storage)

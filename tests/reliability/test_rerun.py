@@ -78,7 +78,7 @@ def test_changed_inputs_redo_exactly_the_items_they_touch(storage, chunk, narrat
 
     # A new reference recording for the voice (a new ETag): every item that uses it is redone.
     louder = to_wav_bytes(np.clip(audio_samples(narrator_wav) * 1.5, -1, 1), 22050)
-    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.")
+    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.", replace=True)
     synth, align, render = run_steps(storage, settings, chunk)
     assert (synth.model_loads, synth.skipped) == (1, 0)
     assert render.skipped == 0
