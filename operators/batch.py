@@ -44,6 +44,9 @@ def options_from_params(params: dict, settings: Settings) -> BatchOptions:
         formats=list(params.get("formats") or SUBTITLE_FORMATS),
         subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
         subtitle_fps=params.get("subtitle_fps") or None,
+        loudness_target_lufs=params.get("loudness_target_lufs"),
+        true_peak_ceiling_dbtp=params.get("true_peak_ceiling_dbtp"),
+        audio_encodings=params.get("audio_encodings"),
         vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
         force_rerender=bool(params.get("force_rerender")),
     )

@@ -46,12 +46,14 @@ def cmd_align(args, settings: Settings) -> dict:
 
 def cmd_render(args, settings: Settings) -> dict:
     from narration.pipeline import load_chunk
-    from narration.render import render_chunk
+    from narration.render import AudioDelivery, render_chunk
 
     storage = _storage(settings)
     result = render_chunk(storage, settings, load_chunk(storage, args.chunk), formats=args.formats.split(","),
                           profile_name=args.profile, vtt_word_timestamps=args.vtt_word_timestamps,
-                          fallback_unavailable=args.fallback_unavailable, fps=args.fps)
+                          fallback_unavailable=args.fallback_unavailable, fps=args.fps,
+                          audio=AudioDelivery.resolve(settings, args.loudness_target, args.true_peak_ceiling,
+                                                      args.encodings.split(",") if args.encodings else None))
     return result.model_dump(mode="json")
 
 
@@ -176,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--vtt-word-timestamps", action="store_true")
     render.add_argument("--fps", type=float, default=None, help="frame rate the cues snap to (23.976, 24, 25, "
                         "29.97, 30; default: the profile's)")
+    render.add_argument("--loudness-target", type=float, default=None, metavar="LUFS",
+                        help="integrated loudness of the delivered audio (default NARRATION_LOUDNESS_TARGET_LUFS)")
+    render.add_argument("--true-peak-ceiling", type=float, default=None, metavar="DBTP")
+    render.add_argument("--encodings", default=None, help="delivery encodings beside the WAV master: mp3,opus,m4a")
     render.add_argument("--fallback-unavailable", default=None)
     report = sub.add_parser("report", help="write the batch report and summary")
     report.add_argument("--batch", required=True)

@@ -83,6 +83,16 @@ class BatchLayout:
         name = {"json": "words.json", "csv": "words.csv"}.get(fmt, f"subtitles.{fmt}")
         return self.item_prefix(item_id) + name
 
+    def delivery_audio(self, item_id: str, encoding: str) -> str:
+        """The delivered audio: ``narration.wav`` (the loudness-normalised master) and its encodings."""
+        from narration.encodings import ENCODINGS
+
+        return self.item_prefix(item_id) + f"narration.{ENCODINGS[encoding][0]}"
+
+    def delivery(self, item_id: str) -> str:
+        """Loudness before and after normalisation, and the encoders of the delivered audio."""
+        return self.item_prefix(item_id) + "delivery.json"
+
     def result(self, item_id: str) -> str:
         """Written last for an item: its presence means every output of the item is in place."""
         return self.item_prefix(item_id) + "result.json"

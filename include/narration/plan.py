@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from narration.encodings import check_encodings
 from narration.layout import SUBTITLE_FORMATS, BatchLayout, manifest_name
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.schema import ChunkSpec, ItemSpec, LineError
@@ -50,7 +51,16 @@ class BatchOptions(BaseModel):
     subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
                                        "30); None keeps the profile's.")
     vtt_word_timestamps: bool = False
+    loudness_target_lufs: float | None = Field(None, ge=-60, le=-5, description="None: the configured target "
+                                               "(NARRATION_LOUDNESS_TARGET_LUFS).")
+    true_peak_ceiling_dbtp: float | None = Field(None, ge=-20, le=0)
+    audio_encodings: list[str] | None = Field(None, description="mp3, opus, m4a; None: the configured ones.")
     force_rerender: bool = False
+
+    @field_validator("audio_encodings")
+    @classmethod
+    def _known_encodings(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_encodings(value)
 
 
 class BatchPlan(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
 from narration.subtitles.segment import effective_spans
 
-OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "ttml", "json", "csv")
+OUTPUT_KINDS = ("audio", "mp3", "m4a", "opus", "srt", "vtt", "ass", "ttml", "json", "csv")
 
 
 class ItemReportRow(BaseModel):
@@ -53,7 +53,16 @@ class ItemReportRow(BaseModel):
     )
     status: str
     error: str | None = None
-    audio_key: str | None = None
+    loudness_target_lufs: float | None = None
+    loudness_lufs_before: float | None = None
+    true_peak_dbtp_before: float | None = None
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    loudness_error: str | None = None
+    audio_key: str | None = Field(None, description="The loudness-normalised WAV master.")
+    mp3_key: str | None = None
+    m4a_key: str | None = None
+    opus_key: str | None = None
     srt_key: str | None = None
     vtt_key: str | None = None
     ass_key: str | None = None

@@ -41,6 +41,9 @@ MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 CONTENT_TYPES = {
     ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".opus": "audio/ogg; codecs=opus",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".csv": "text/csv; charset=utf-8",
