@@ -108,3 +108,11 @@ def test_unknown_encodings_fail_fast_and_name_the_valid_ones():
         BatchOptions(audio_encodings=["aiff"])
     with pytest.raises(ValueError, match="unknown audio encoding"):
         Settings(audio_encodings=["wma"])
+
+
+def test_m4a_without_ffmpeg_says_what_is_missing(monkeypatch, tmp_path):
+    from narration.encodings import encode
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without ffmpeg
+    with pytest.raises(EncodingError, match="m4a encoding \\(AAC\\) needs ffmpeg on PATH; choose mp3 or opus"):
+        encode(np.zeros(24000, dtype=np.float32), 24000, "m4a")
