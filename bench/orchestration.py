@@ -92,7 +92,7 @@ def run(items: int, chunk_size: int) -> dict:
         synth = EspeakSynthesizer(Settings())
         synth.load()
         ref = synth.synthesize(normalize_script(text), Voice("narrator", "en", text))
-        upload_voice(storage, "narrator", to_wav_bytes(ref.audio, ref.sample_rate), text)
+        upload_voice(storage, "narrator", to_wav_bytes(ref.audio, ref.sample_rate), text, replace=True)
         manifest = "\n".join(json.dumps({"id": f"b{n:04d}", "text": t}) for n, t in enumerate(sentences(items)))
         storage.put_text("incoming/bench.jsonl", manifest)
 

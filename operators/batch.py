@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.lifecycle import batch_id_for
 from narration.plan import BatchOptions, BatchPlan, load_plan, write_chunks
 from narration.schema import ItemStatus
@@ -41,8 +41,12 @@ def options_from_params(params: dict, settings: Settings) -> BatchOptions:
         aligner=settings.aligner if timing in (AUTO, "google") else timing,
         timing_method="google" if timing == "google" else "primary",
         force_fallback=list(params.get("force_fallback") or []),
-        formats=list(params.get("formats") or ["srt", "vtt", "ass", "json", "csv"]),
+        formats=list(params.get("formats") or SUBTITLE_FORMATS),
         subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
+        subtitle_fps=params.get("subtitle_fps") or None,
+        loudness_target_lufs=params.get("loudness_target_lufs"),
+        true_peak_ceiling_dbtp=params.get("true_peak_ceiling_dbtp"),
+        audio_encodings=params.get("audio_encodings"),
         vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
         force_rerender=bool(params.get("force_rerender")),
     )
@@ -173,14 +177,17 @@ def google_align_chunk(chunk: dict) -> dict:
 
 def render_chunk_for_run(chunk: dict, params: dict) -> dict:
     from narration.pipeline import load_chunk
-    from narration.render import render_chunk
+    from narration.render import AudioDelivery, render_chunk
     from operators.connections import core_settings, storage
 
     s3, settings = storage(), core_settings()
     fallback_unavailable = None if google_configured(settings) else GOOGLE_NOT_CONFIGURED
+    audio = AudioDelivery.resolve(settings, params.get("loudness_target_lufs"), params.get("true_peak_ceiling_dbtp"),
+                                  params.get("audio_encodings"))
     return render_chunk(s3, settings, load_chunk(s3, chunk["key"]), formats=params["formats"],
                         profile_name=params["subtitle_profile"], vtt_word_timestamps=params["vtt_word_timestamps"],
-                        fallback_unavailable=fallback_unavailable).model_dump(mode="json")
+                        fallback_unavailable=fallback_unavailable, fps=params.get("subtitle_fps"),
+                        audio=audio).model_dump(mode="json")
 
 
 def write_report_for_run(context) -> dict:

@@ -1,6 +1,7 @@
-"""Audio helpers: 16-bit PCM WAV in and out of memory, resampling, duration.
+"""Audio helpers: WAV in and out of memory (read through soundfile: any PCM width, float, FLAC), resampling,
+duration.
 
-The synthesizer's native-rate master is what ships; aligners resample their own copy (WhisperX and
+The synthesizer's native-rate take is what is timed; aligners resample their own copy (WhisperX and
 pocketsphinx want 16 kHz).
 """
 
@@ -8,8 +9,13 @@ from __future__ import annotations
 
 import io
 import wave
+from dataclasses import dataclass
 
 import numpy as np
+import soundfile
+
+# Lossless containers accepted as input audio (references, masters); lossy ones (MP3, Ogg) are refused.
+LOSSLESS_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF"}
 
 
 class AudioError(ValueError):
@@ -27,25 +33,42 @@ def to_wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def from_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode PCM WAV (8/16/32-bit, any channel count) to float32 mono."""
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono float32 samples and what the file was (``FLAC``/``PCM_24``, 2 channels before the down-mix)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    channels: int
+    container: str
+    subtype: str
+
+    @property
+    def description(self) -> str:
+        layout = "mono" if self.channels == 1 else f"{self.channels} channels, down-mixed to mono"
+        return f"{self.container} {self.subtype}, {self.sample_rate} Hz, {layout}"
+
+
+def decode_audio(data: bytes) -> DecodedAudio:
+    """Decode lossless audio (WAV of any PCM width or float, FLAC, AIFF) to float32 mono (channels averaged)."""
     try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(frames)
-    except (wave.Error, EOFError) as exc:
-        raise AudioError(f"not a PCM WAV file: {exc}") from exc
-    if width == 1:
-        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif width == 4:
-        samples = np.frombuffer(raw, dtype="<i4").astype(np.float32) / 2147483648.0
-    else:
-        raise AudioError(f"unsupported sample width {width * 8} bits")
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    return samples, rate
+        info = soundfile.info(io.BytesIO(data))
+        if info.format not in LOSSLESS_FORMATS:
+            raise AudioError(f"{info.format} audio is not accepted; use WAV or FLAC")
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"not a readable WAV or FLAC file: {exc}") from exc
+    if rate <= 0 or samples.shape[0] == 0:
+        raise AudioError("the file holds no audio samples")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return DecodedAudio(np.ascontiguousarray(mono, dtype=np.float32), int(rate), samples.shape[1], info.format,
+                        info.subtype)
+
+
+def from_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode lossless audio (see :func:`decode_audio`) to (float32 mono samples, sample rate)."""
+    decoded = decode_audio(data)
+    return decoded.samples, decoded.sample_rate
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

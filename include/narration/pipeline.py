@@ -73,7 +73,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _tokens(item: ItemSpec):
-    return normalize_script(item.text)
+    return normalize_script(item.text, item.locale)
 
 
 class _Clock:
@@ -101,7 +101,7 @@ def load_chunk(storage: Storage, chunk_key: str) -> ChunkSpec:
 
 
 def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: dict) -> str:
-    return cache_key("synthesis", item.text, item.voice, item.language, item.speed, item.seed, backend,
+    return cache_key("synthesis", item.text, item.voice, item.language, item.locale, item.speed, item.seed, backend,
                      voice_etag, params)
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
 from narration.subtitles.segment import effective_spans
 
-OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "json", "csv")
+OUTPUT_KINDS = ("audio", "mp3", "m4a", "opus", "srt", "vtt", "ass", "ttml", "json", "csv")
 
 
 class ItemReportRow(BaseModel):
@@ -34,6 +34,8 @@ class ItemReportRow(BaseModel):
     language: str | None = None
     characters: int | None = None
     words: int | None = None
+    unspoken_words: str | None = Field(None, description="Words shown in the subtitles but not heard (a script "
+                                       "no backend speaks), space separated.")
     audio_seconds: float | None = None
     words_per_minute: float | None = None
     synthesizer: str | None = None
@@ -51,10 +53,20 @@ class ItemReportRow(BaseModel):
     )
     status: str
     error: str | None = None
-    audio_key: str | None = None
+    loudness_target_lufs: float | None = None
+    loudness_lufs_before: float | None = None
+    true_peak_dbtp_before: float | None = None
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    loudness_error: str | None = None
+    audio_key: str | None = Field(None, description="The loudness-normalised WAV master.")
+    mp3_key: str | None = None
+    m4a_key: str | None = None
+    opus_key: str | None = None
     srt_key: str | None = None
     vtt_key: str | None = None
     ass_key: str | None = None
+    ttml_key: str | None = None
     json_key: str | None = None
     csv_key: str | None = None
 
@@ -108,6 +120,7 @@ def item_row(
         language=item.language,
         characters=len(item.text),
         words=word_count,
+        unspoken_words=" ".join(item.unspoken_words) or None,
         audio_seconds=audio_seconds,
         words_per_minute=round(word_count * 60 / audio_seconds, 1) if audio_seconds else None,
         synthesizer=synthesis.backend if synthesis else None,

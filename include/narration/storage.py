@@ -41,12 +41,16 @@ MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 CONTENT_TYPES = {
     ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".opus": "audio/ogg; codecs=opus",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".csv": "text/csv; charset=utf-8",
     ".srt": "application/x-subrip; charset=utf-8",
     ".vtt": "text/vtt; charset=utf-8",
     ".ass": "text/x-ssa; charset=utf-8",
+    ".ttml": "application/ttml+xml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
 }

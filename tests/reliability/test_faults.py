@@ -27,7 +27,7 @@ from tests.dag_runs import jsonl
 FORMATS = ["srt", "vtt", "ass", "json", "csv"]
 SYNTH_FILES = {"audio.wav", "synthesis.json"}
 ALL_FILES = SYNTH_FILES | {"timing-pocketsphinx.json", "subtitles.srt", "subtitles.vtt", "subtitles.ass",
-                           "words.json", "words.csv", "result.json"}
+                           "words.json", "words.csv", "narration.wav", "delivery.json", "result.json"}
 
 
 def plan_items(storage, batch_id: str, ids: list[str]):

@@ -54,7 +54,7 @@ def test_a_second_run_does_no_work_and_changes_nothing(storage, chunk):
     assert [r.model_loads for r in first[:2]] == [1, 1] and [r.skipped for r in first] == [0, 0, 0]
     assert {i.status.value for i in first[2].items} == {"done"}
     before = snapshot(storage, items)
-    assert len(before) == 3 * 9  # audio, synthesis, timing, five subtitle/word files, result
+    assert len(before) == 3 * 11  # audio, synthesis, timing, five subtitle/word files, master, delivery, result
 
     second = run_steps(storage, settings, chunk)
     assert [(r.step, r.model_loads, r.skipped) for r in second] == [("synthesize", 0, 3), ("align", 0, 3),
@@ -78,7 +78,7 @@ def test_changed_inputs_redo_exactly_the_items_they_touch(storage, chunk, narrat
 
     # A new reference recording for the voice (a new ETag): every item that uses it is redone.
     louder = to_wav_bytes(np.clip(audio_samples(narrator_wav) * 1.5, -1, 1), 22050)
-    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.")
+    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.", replace=True)
     synth, align, render = run_steps(storage, settings, chunk)
     assert (synth.model_loads, synth.skipped) == (1, 0)
     assert render.skipped == 0

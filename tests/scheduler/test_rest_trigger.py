@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.local_s3 import free_port
 from tests.dag_runs import jsonl
 
@@ -350,7 +350,7 @@ def test_trigger_form_submits_with_its_defaults_and_refuses_a_bad_chunk_size(bro
     new_runs = stack.wait_until(lambda: [r for r in api(stack, token, "GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
                                          if r["dag_run_id"] not in runs_before], 60, "the form's run to appear")
     (run,) = new_runs
-    assert run["run_type"] == "manual" and run["conf"]["formats"] == ["srt", "vtt", "ass", "json", "csv"]
+    assert run["run_type"] == "manual" and run["conf"]["formats"] == list(SUBTITLE_FORMATS)
     assert run["conf"]["chunk_size"] is None and run["conf"]["manifest"] is None
 
     def finished():
