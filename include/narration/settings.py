@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     @field_validator("audio_encodings")
     @classmethod
     def _known_encodings(cls, value: list[str]) -> list[str]:
+        if not value:  # settings validate their defaults too: the DAG file reads Settings, keep numpy out of it
+            return value
         from narration.encodings import check_encodings
 
         return check_encodings(value)
