@@ -24,11 +24,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from narration import lifecycle
 from narration.deliver import write_batch_report
 from narration.layout import BatchLayout
-from narration.manifests import ManifestError
 from narration.pipeline import align_chunk, load_chunk
-from narration.plan import plan_batch as plan_batch_in_s3
 from narration.render import render_chunk
-from narration.voices import voice_ids
 from operators import batch as glue
 from operators.connections import core_settings, storage
 from operators.notify import FailedItemsWebhookNotifier
@@ -79,21 +76,8 @@ PARAMS = {
 def narration_batch():
     @task
     def plan_batch(params=None) -> list[dict]:
-        """Claim manifests, validate every line, quarantine bad ones, write chunk specs."""
-        context = get_current_context()
-        settings, s3 = core_settings(), storage()
-        batch_id = glue.batch_id_from_context(context)
-        existing = glue.existing_plan(s3, batch_id)
-        if existing is not None:  # a retried or cleared run re-uses its plan; finished items are skipped later
-            return [c.model_dump() for c in existing.chunks]
-        options = glue.options_from_params(params, settings)
-        keys = lifecycle.claim(s3, batch_id, lifecycle.discover(s3, params.get("manifest") or None,
-                                                                settings.incoming_prefix), settings.incoming_prefix)
-        try:
-            plan = plan_batch_in_s3(s3, settings, batch_id, keys, options, voice_ids(s3))
-        except ManifestError as exc:  # bad input: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
-        return [c.model_dump() for c in plan.chunks]
+        """Check the configuration, claim manifests, validate every line, quarantine bad ones, write chunk specs."""
+        return glue.plan_batch(get_current_context(), params)
 
     chunks = plan_batch()
 
@@ -109,6 +93,7 @@ def narration_batch():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def plan_fallback() -> list[dict]:
         """Find items whose primary timing failed and cut them into fallback chunks."""
+        glue.require_plan(get_current_context())
         batch_id = glue.batch_id_from_context(get_current_context())
         return glue.plan_fallback(storage(), core_settings(), batch_id, glue.google_configured(core_settings()))
 
@@ -149,6 +134,7 @@ def narration_batch():
           on_failure_callback=notify_failures)
     def write_report():
         """Per-batch CSV and HTML report and summary with presigned URLs; accounts for every line."""
+        glue.require_plan(get_current_context())
         batch_id = glue.batch_id_from_context(get_current_context())
         summary = write_batch_report(storage(), core_settings(), batch_id)
         for line in glue.format_summary(summary).splitlines():
@@ -159,7 +145,8 @@ def narration_batch():
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish_manifests() -> dict:
-        """Move manifests to processed/ or failed/ once the outputs are written."""
+        """Move manifests to processed/, incomplete/ or failed/ as the report judged them."""
+        glue.require_plan(get_current_context())
         batch_id = glue.batch_id_from_context(get_current_context())
         s3 = storage()
         outcomes = lifecycle.manifest_outcomes(s3, batch_id)

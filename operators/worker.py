@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from operators.connections import worker_environment
 
@@ -25,6 +26,25 @@ RUNNERS = ("local", "docker")
 
 class WorkerError(RuntimeError):
     """The worker command failed; the message carries the error from its result line."""
+
+
+class WorkerRefusedError(WorkerError, AirflowFailException):
+    """The worker failed on something no retry can change (S3 refused the request, an unknown backend): Airflow
+    fails the task without retrying it."""
+
+
+def exit_description(code: int) -> str:
+    """How a worker process or container ended, in words: a negative code (a local process) or 128 + N (a
+    container's shell convention) is the signal N that killed it."""
+    number = -code if code < 0 else code - 128 if code > 128 else None
+    if number is None:
+        return f"exited with status {code}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    hint = " (out of memory, or killed from outside)" if number == signal.SIGKILL else ""
+    return f"was killed by {name}{hint}" + (f" (exit status {code})" if code > 0 else "")
 
 
 def worker_command(step: str, chunk_key: str, extra_args: Sequence[str] = ()) -> list[str]:
@@ -51,7 +71,8 @@ def parse_result_line(output: str | None, step: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise WorkerError(f"narration {step}: last output line is not a JSON result: {lines[-1][:200]!r}")
     if "error" in result:
-        raise WorkerError(f"narration {step} failed: {result['error']}")
+        error = WorkerRefusedError if result.get("retryable") is False else WorkerError
+        raise error(f"narration {step} failed: {result['error']}")
     return result
 
 
@@ -90,6 +111,9 @@ class LocalWorkerOperator(BaseOperator):
         stdout = self._process.stdout.read()
         code = self._process.wait()
         pumper.join()
+        if code < 0:
+            raise WorkerError(f"narration {self.step} for chunk {chunk_label(self.chunk)} {exit_description(code)} "
+                              "before it printed its result line")
         result = parse_result_line(stdout, self.step)
         if code != 0:
             raise WorkerError(f"narration {self.step} exited with {code}")
