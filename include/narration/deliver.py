@@ -115,7 +115,7 @@ def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s
         error = "; ".join(problems.values()) + (f"; {row.error}" if row.error else "")
         row = row.model_copy(update={"status": ItemStatus.FAILED.value, "error": error,
                                      **{f"{kind}_key": None for kind in problems}})
-    elif row.audio_key:
+    if row.audio_key:
         media.audio_url = presign_output(storage, layout, row.audio_key, expiry_s)
     return row, item_section(row, media)
 

@@ -79,7 +79,7 @@ def check_bucket(storage: Storage, batch_id: str, sources: Mapping[str, Source])
             storage.delete(probe)
     except StorageUnreachable as exc:
         raise ConfigurationError(
-            sources["endpoint"], f"{where} did not answer within {storage.outage_retry_s:.0f} s: a wrong endpoint, "
+            sources["endpoint"], f"{where} did not answer within {storage.outage_retry_s:g} s: a wrong endpoint, "
             f"or S3 is down (then clear this run once it is back) [{exc}]",
             "the URL of an S3 endpoint this worker reaches") from exc
     except StorageRefused as exc:

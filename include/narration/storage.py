@@ -26,7 +26,7 @@ import boto3.exceptions
 import botocore.exceptions
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from narration.settings import Settings
 
@@ -185,7 +185,7 @@ class Storage:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=RETRY_FIRST_WAIT_S, max=RETRY_MAX_WAIT_S),
-            stop=stop_after_delay(self.outage_retry_s),
+            stop=stop_before_delay(self.outage_retry_s),  # no wait that would end past the window
             before_sleep=log_retry,
             reraise=True,
         )
