@@ -1,7 +1,8 @@
 """The worker steps: synthesize, align and render one chunk, reading from and writing to S3.
 
 Each step loads its backend once per chunk, isolates failures per item (one bad item never fails its chunk),
-skips items whose outputs already exist for the same inputs, and returns a small :class:`ChunkResult`. An
+skips items whose outputs already exist for the same inputs and pass their checks (a record that parses and carries
+the cache key, audio that is the audio its record describes), and returns a small :class:`ChunkResult`. An
 unreachable S3 is not an item failure: it fails the chunk, so that the task is retried and redoes only what is missing.
 """
 

@@ -175,7 +175,11 @@ def test_after_faults_the_report_accounts_for_every_input_line(batches):
         1: "done", 2: "done", 3: "quarantined", 4: "synthesis_failed", 6: "quarantined", 7: "done"}
     assert "invalid JSON" in by_line[3]["error"] and "id must be" in by_line[6]["error"]
     assert "InjectedFault" in by_line[4]["error"]
-    assert storage.get_bytes(f"processed/{batches.faults_id}/faults.jsonl") == jsonl(*FAULT_LINES)
+    # f3 has no audio: the manifest waits in incomplete/ (not processed/), and the summary says what is missing.
+    assert storage.get_bytes(f"incomplete/{batches.faults_id}/faults.jsonl") == jsonl(*FAULT_LINES)
+    verdict = storage.get_json(layout.summary)["manifests"][f"processing/{batches.faults_id}/faults.jsonl"]
+    assert verdict == {"state": "incomplete", "valid_lines": 4, "delivered": 3,
+                       "missing": {"f3": ["audio", "srt", "vtt", "ass", "json", "csv"]}}
 
 
 # -- security: what the runs left behind --------------------------------------------------------------------
