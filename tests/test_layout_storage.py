@@ -141,3 +141,36 @@ def test_a_prefix_read_returns_the_first_bytes_and_the_whole_size(storage):
     with pytest.raises(KeyError):
         storage.get_prefix("batches/b/none", 16)
     assert storage.list_sizes("batches/b/") == {"batches/b/blob": 10240, "batches/b/empty": 0}
+
+
+def test_imap_yields_in_order_with_a_bounded_number_of_items_ahead(storage):
+    import threading
+
+    keys = [f"imap/{n:03d}.json" for n in range(60)]
+    for n, key in enumerate(keys):
+        storage.put_json(key, {"n": n})
+    lock = threading.Lock()
+    started = 0
+
+    def read(key: str) -> int:
+        nonlocal started
+        with lock:
+            started += 1
+        return storage.get_json(key)["n"]
+
+    seen = []
+    for value in storage.imap(read, keys, ahead=5):
+        with lock:
+            assert started - len(seen) <= 5, "more items started than may be held unconsumed"
+        seen.append(value)
+    assert seen == list(range(60))
+
+    def fail_at_3(n: int) -> int:
+        if n == 3:
+            raise KeyError("s3://bucket/three")
+        return n
+
+    results = storage.imap(fail_at_3, range(100), ahead=4)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(KeyError, match="three"):
+        next(results)

@@ -7,8 +7,8 @@ parses, the other files are there): a row whose object is missing, truncated or 
 object, and gets no download link for it. ``report.csv``, ``report.html`` and ``summary.json`` are written from
 the same checked rows, the summary last.
 
-Items are read a few at a time and each one's HTML section is written to a file at once, so the report's memory
-stays flat in the batch size (one item's audio is about 0.6 MB decoded).
+Items are read a few at a time (:meth:`Storage.imap`) and each one's HTML section is written to a file at once, so
+the report's memory stays flat in the batch size (one item's audio is about 0.6 MB decoded).
 """
 
 from __future__ import annotations
@@ -82,15 +82,14 @@ def _inside(layout: BatchLayout, key: str) -> bool:
     return key.startswith(layout.root) and ".." not in key.split("/")
 
 
-def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s: int
+def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s: int, present: dict[str, int]
                  ) -> tuple[ItemReportRow, str]:
-    """(the item's checked row, its HTML section). Each output the row names is checked: an invalid one is
-    dropped from the row (so no link is made for it), the row ends ``failed`` and its error names the object
-    and what is wrong with it."""
+    """(the item's checked row, its HTML section). Each output the row names is checked (``present``: the
+    batch's object sizes by key): an invalid one is dropped from the row (so no link is made for it), the row
+    ends ``failed`` and its error names the object and what is wrong with it."""
     row = result_row(storage, layout, item)
     media = ItemMedia()
     problems: dict[str, str] = {}
-    present = storage.list_sizes(layout.item_prefix(item.item_id))
     for kind, key in output_keys(row).items():
         if not _inside(layout, key):
             problems[kind] = f"{key}: outside this batch's prefix {layout.root}"
@@ -147,16 +146,16 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
     plan = load_plan(storage, batch_id)
     expiry = settings.presign_expiry_s
     storage.delete(layout.summary)
+    present = storage.list_sizes(layout.root + "items/")  # one request per thousand objects
     rows: list[ItemReportRow] = []
     with tempfile.TemporaryDirectory(prefix="narration-report-") as tmp:
         sections_path, page_path = os.path.join(tmp, "sections.html"), os.path.join(tmp, "report.html")
         with open(sections_path, "w", encoding="utf-8") as sections:
-            window = 2 * storage.concurrency  # items whose audio is in memory at once
-            for start in range(0, len(plan.items), window):
-                for row, section in storage.map(lambda item: checked_item(storage, layout, item, expiry),
-                                                plan.items[start:start + window]):
-                    rows.append(row)
-                    sections.write(section)
+            # At most 2 x NARRATION_S3_CONCURRENCY items' audio in memory at once.
+            for row, section in storage.imap(lambda item: checked_item(storage, layout, item, expiry, present),
+                                             plan.items):
+                rows.append(row)
+                sections.write(section)
         rows.extend(quarantine_row(err) for err in load_quarantine(storage, batch_id))
         storage.put_text(layout.report_csv, report_csv(rows))
         with open(page_path, "w", encoding="utf-8") as page, open(sections_path, encoding="utf-8") as sections:

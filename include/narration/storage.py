@@ -165,6 +165,24 @@ class Storage:
                     future.cancel()
                 raise
 
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:
+        """Like :meth:`map`, but yields results in input order as they come, with at most ``ahead`` (default
+        twice ``concurrency``) items started and not yet consumed: memory stays bounded whatever the number of
+        items. A failure is raised when its item's turn comes; items not yet started are then not started."""
+        ahead = ahead or 2 * self.concurrency
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="s3") as pool:
+            pending: collections.deque[Future] = collections.deque()
+            try:
+                for item in items:
+                    if len(pending) >= ahead:
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(fn, item))
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
