@@ -50,9 +50,9 @@ PARAMS = {
     "chunk_size": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Items per chunk",
                         description="Items per worker invocation (each chunk loads its model once); empty uses "
                                     "NARRATION_CHUNK_SIZE."),
-    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, minItems=1,
-                     uniqueItems=True, examples=FORMATS, title="Output formats",
-                     description="Subtitle and word-timing files written for every item."),
+    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, uniqueItems=True,
+                     examples=FORMATS, title="Output formats",
+                     description="Subtitle and word-timing files written for every item; none: audio only."),
     "subtitle_profile": Param("netflix-adult", type="string", enum=["netflix-adult", "netflix-adult-20cps"],
                               title="Subtitle profile", section="Advanced"),
     "subtitle_fps": Param(None, type=["null", "number"], enum=[None, 23.976, 24, 25, 29.97, 30],
@@ -110,7 +110,7 @@ def narration_batch():
         """Claim manifests, validate every line, quarantine bad ones, write chunk specs."""
         from operators import batch
 
-        return batch.plan_run(get_current_context(), params)
+        return batch.plan_batch(get_current_context(), params)
 
     @task_group(prefix_group_id=False)
     def narrate_chunk(chunk: dict):
@@ -164,7 +164,7 @@ def narration_batch():
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish_manifests() -> dict:
-        """Move manifests to processed/ or failed/ once the outputs are written."""
+        """Move manifests to processed/, incomplete/ or failed/ once the outputs are written."""
         from operators import batch
 
         return batch.finish_manifests_for_run(get_current_context())

@@ -8,6 +8,7 @@ pocketsphinx want 16 kHz).
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from dataclasses import dataclass
 
@@ -31,6 +32,79 @@ def to_wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
         w.setframerate(int(sample_rate))
         w.writeframes((pcm * 32767.0).astype("<i2").tobytes())
     return buf.getvalue()
+
+
+# Enough of a WAV file to hold its RIFF, fmt and data chunk headers (ours are 44 bytes).
+WAV_HEADER_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """What a PCM WAV file's header states, and where its samples start."""
+
+    sample_rate: int
+    channels: int
+    sample_width: int
+    frames: int
+    data_offset: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / float(self.sample_rate)
+
+    def frames_present(self, size: int) -> int:
+        """Whole frames a file of ``size`` bytes really holds (fewer than ``frames`` when it was cut short)."""
+        return max(0, min(self.frames, (size - self.data_offset) // (self.channels * self.sample_width)))
+
+
+def read_wav_header(prefix: bytes) -> WavHeader:
+    """Parse the RIFF/WAVE, fmt and data chunk headers from the first bytes of a file (no samples needed)."""
+    if len(prefix) < 12 or prefix[:4] != b"RIFF" or prefix[8:12] != b"WAVE":
+        raise AudioError(f"not a PCM WAV file: no RIFF/WAVE header ({len(prefix)} byte(s) read)")
+    fmt = None
+    position = 12
+    while position + 8 <= len(prefix):
+        chunk_id, size = prefix[position:position + 4], struct.unpack("<I", prefix[position + 4:position + 8])[0]
+        body = position + 8
+        if chunk_id == b"fmt ":
+            if body + 16 > len(prefix):
+                break
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", prefix[body:body + 16])
+            if tag not in (1, 3, 0xFFFE) or not channels or not rate or bits not in (8, 16, 24, 32, 64):
+                raise AudioError(f"not a PCM WAV file: format {tag}, {channels} channel(s), {rate} Hz, {bits} bits")
+            fmt = channels, rate, bits // 8
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise AudioError("not a PCM WAV file: data chunk before the fmt chunk")
+            channels, rate, width = fmt
+            return WavHeader(sample_rate=rate, channels=channels, sample_width=width,
+                             frames=size // (channels * width), data_offset=body)
+        position = body + size + (size & 1)
+    raise AudioError(f"not a PCM WAV file: no fmt and data chunk headers in its first {len(prefix)} byte(s)")
+
+
+def wav_problem(prefix: bytes, size: int, *, sample_rate: int | None = None, seconds: float | None = None
+                ) -> str | None:
+    """Why a WAV file of ``size`` bytes starting with ``prefix`` is not the audio its record describes, or None.
+
+    Checks that it parses, holds every frame its header states, and has the record's rate and length."""
+    try:
+        header = read_wav_header(prefix)
+    except AudioError as exc:
+        return str(exc)
+    present = header.frames_present(size)
+    if present < header.frames:
+        return truncation(header.frames, present)
+    if sample_rate is not None and header.sample_rate != sample_rate:
+        return f"sample rate {header.sample_rate} Hz, its record states {sample_rate} Hz"
+    # Records round the length to 1 ms.
+    if seconds is not None and abs(header.seconds - seconds) > 0.0005 + 1.0 / header.sample_rate:
+        return f"{header.seconds:.3f} s of audio, its record states {seconds:.3f} s"
+    return None
+
+
+def truncation(declared: int, present: int) -> str:
+    return f"truncated WAV: its header states {declared:,} frames, {present:,} present"
 
 
 @dataclass(frozen=True)
@@ -60,6 +134,10 @@ def decode_audio(data: bytes) -> DecodedAudio:
         raise AudioError(f"not a readable WAV or FLAC file: {exc}") from exc
     if rate <= 0 or samples.shape[0] == 0:
         raise AudioError("the file holds no audio samples")
+    if info.format in ("WAV", "WAVEX"):  # libsndfile reads a file cut short without a word: say it is truncated
+        header = read_wav_header(data[:WAV_HEADER_BYTES])
+        if header.frames_present(len(data)) < header.frames:
+            raise AudioError(truncation(header.frames, header.frames_present(len(data))))
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     return DecodedAudio(np.ascontiguousarray(mono, dtype=np.float32), int(rate), samples.shape[1], info.format,
                         info.subtype)

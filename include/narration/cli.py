@@ -158,6 +158,15 @@ def _run_voices(args, settings: Settings) -> int:
     return 0
 
 
+def _retryable(exc: BaseException) -> bool:
+    """False for failures a retry cannot change: S3 refused the request, or the chunk names an unknown backend."""
+    from narration.align import UnknownAlignerError
+    from narration.storage import StorageRefused
+    from narration.synth import UnknownSynthesizerError
+
+    return not isinstance(exc, (StorageRefused, UnknownAlignerError, UnknownSynthesizerError))
+
+
 COMMANDS: dict[str, Callable] = {
     "synthesize": cmd_synthesize, "align": cmd_align, "render": cmd_render, "report": cmd_report,
 }
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args, settings)
     except Exception as exc:  # the result line still comes last, so the runner can show why
         logging.getLogger("narration").exception("%s failed", args.command)
-        _emit({"error": f"{type(exc).__name__}: {exc}", "command": args.command})
+        _emit({"error": f"{type(exc).__name__}: {exc}", "command": args.command, "retryable": _retryable(exc)})
         return 1
     _emit(result)
     return 0

@@ -11,6 +11,7 @@ import re
 INCOMING = "incoming/"
 PROCESSING = "processing/"
 PROCESSED = "processed/"
+INCOMPLETE = "incomplete/"
 FAILED = "failed/"
 VOICES = "voices/"
 BATCHES = "batches/"

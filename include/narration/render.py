@@ -9,6 +9,7 @@ The result record carries a content hash of everything the item's files were mad
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 import traceback
@@ -19,8 +20,8 @@ from narration.encodings import ENCODINGS, check_encodings, encode
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
-from narration.pipeline import Progress, cache_key, load_chunk  # noqa: F401  (load_chunk re-exported for callers)
-from narration.report import item_row
+from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
+from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage, StorageError
@@ -36,13 +37,12 @@ RENDER_KEY = "render-key"  # S3 user metadata on result.json
 def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str,
                    fallback_unavailable: str | None) -> TimingRecord | None:
     """The timing record the item ships with: the primary's when it aligned, else the fallback's."""
-    primary_doc = storage.get_json_or_none(layout.timing(item_id, chunk.aligner))
-    primary = TimingRecord.model_validate(primary_doc) if primary_doc else None
+    primary = read_record(storage, layout.timing(item_id, chunk.aligner), TimingRecord)[0]
     if primary and primary.status == ItemStatus.ALIGNED:
         return primary
-    fallback_doc = storage.get_json_or_none(layout.timing(item_id, FALLBACK_BACKEND))
-    if fallback_doc:
-        return TimingRecord.model_validate(fallback_doc)
+    fallback = read_record(storage, layout.timing(item_id, FALLBACK_BACKEND), TimingRecord)[0]
+    if fallback:
+        return fallback
     if primary is None:
         return None
     why_not = fallback_unavailable or "the fallback step did not run for this item"
@@ -86,8 +86,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
     def render_one(item: ItemSpec) -> tuple[ItemResult, bool]:
         """(the item's result, whether it was skipped as already rendered)."""
         t0 = time.perf_counter()
-        synth_doc = storage.get_json_or_none(layout.synthesis(item.item_id))
-        synthesis = SynthesisRecord.model_validate(synth_doc) if synth_doc else None
+        synthesis = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)[0]
         timing = None
         if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
             timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
@@ -98,8 +97,9 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         current = None if force else storage.metadata(layout.result(item.item_id))
         if current is not None and current.get(RENDER_KEY) == key and expected <= set(
                 storage.list_keys(layout.item_prefix(item.item_id))):
-            row = storage.get_json(layout.result(item.item_id))
-            return ItemResult(item_id=item.item_id, status=ItemStatus(row["status"]), error=row.get("error")), True
+            row = _reusable_row(storage, layout, item.item_id)
+            if row is not None:
+                return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), True
         if current is not None:  # retract it first: a kill before the new record must not leave it vouching
             storage.delete(layout.result(item.item_id))
         try:
@@ -127,6 +127,20 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                        items=results, model_loads=0, model_load_s=0.0,
                        compute_s=round(time.perf_counter() - started, 4),
                        wall_s=round(time.perf_counter() - started, 4), skipped=skipped)
+
+
+def _reusable_row(storage: Storage, layout: BatchLayout, item_id: str) -> ItemReportRow | None:
+    """The item's result record when it and the words JSON it points to parse (the other files were checked to
+    exist; their content is fixed by the render key); None means render again."""
+    row = read_record(storage, layout.result(item_id), ItemReportRow)[0]
+    if row is None or not row.json_key:
+        return row
+    try:
+        json.loads(storage.get_bytes(row.json_key))
+    except (KeyError, ValueError) as exc:
+        log.warning("rendering %s again: %s is not valid JSON (%s)", item_id, storage.uri(row.json_key), exc)
+        return None
+    return row
 
 
 def _expected_outputs(layout: BatchLayout, item_id: str, synthesis: SynthesisRecord | None,

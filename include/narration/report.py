@@ -304,6 +304,41 @@ def _summary_value(value: Any) -> str:
     return str(value)
 
 
+def report_html_head(rows: Iterable[ItemReportRow], title: str = "Narration batch report") -> str:
+    """The page up to the item sections: title, summary and the report table."""
+    rows = list(rows)
+    summary = summarize(rows)
+    summary_items = "".join(
+        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
+    )
+    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
+    )
+
+
+REPORT_HTML_TAIL = f"<script>{_SCRIPT}</script></body></html>\n"
+
+
+def item_section(row: ItemReportRow, media: ItemMedia) -> str:
+    """One item's section: heading, <audio> player on its URL, SVG waveform with word boundaries, cue preview."""
+    heading = f"{html.escape(row.item_id)} <small>{html.escape(row.status)}</small>"
+    audio = (
+        f'<audio controls preload="none" src="{html.escape(media.audio_url, quote=True)}"></audio>'
+        if media.audio_url
+        else ""
+    )
+    wave = waveform_svg(media.samples, media.sample_rate, media.words)
+    return (
+        f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
+        f"<h2>{heading}</h2>{audio}"
+        f"{wave}{_cue_preview(media.cues)}</section>"
+    )
+
+
 def report_html(
     rows: Iterable[ItemReportRow],
     items_media: Mapping[str, ItemMedia] | None = None,
@@ -312,35 +347,10 @@ def report_html(
     """A self-contained HTML page: the summary, the report table and, per item in ``items_media`` (keyed by
     item_id), an <audio> player on its URL, an SVG waveform with word boundaries and the cue preview
     (clicking a cue plays from it). All text is HTML-escaped; nothing but the audio is loaded from elsewhere.
+    A batch's page is written piece by piece from the same functions (``narration.deliver``).
     """
     rows = list(rows)
     items_media = items_media or {}
-    summary = summarize(rows)
-    summary_items = "".join(
-        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
-    )
-    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
-    sections = []
-    for row in rows:
-        media = items_media.get(row.item_id) if row.item_id is not None else None
-        if media is None:
-            continue
-        heading = f"{html.escape(row.item_id)} <small>{html.escape(row.status)}</small>"
-        audio = (
-            f'<audio controls preload="none" src="{html.escape(media.audio_url, quote=True)}"></audio>'
-            if media.audio_url
-            else ""
-        )
-        wave = waveform_svg(media.samples, media.sample_rate, media.words)
-        sections.append(
-            f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
-            f"<h2>{heading}</h2>{audio}"
-            f"{wave}{_cue_preview(media.cues)}</section>"
-        )
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>"
-        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
-        f"{''.join(sections)}<script>{_SCRIPT}</script></body></html>\n"
-    )
+    sections = [item_section(row, items_media[row.item_id]) for row in rows
+                if row.item_id is not None and row.item_id in items_media]
+    return report_html_head(rows, title) + "".join(sections) + REPORT_HTML_TAIL

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
     s3_outage_retry_s: float = Field(30.0, ge=0, description="How long an unreachable S3 is retried, with "
                                      "exponential backoff, before a step fails.")
+    s3_preflight_retry_s: float = Field(10.0, ge=0, description="How long planning waits for an S3 that does "
+                                        "not answer before it fails the run as misconfigured (no task retries).")
     s3_max_attempts: int = Field(8, ge=1, description="botocore retry attempts (adaptive backoff).")
     s3_concurrency: int = Field(8, ge=1, le=64, description="Items whose S3 reads and writes a task runs at once "
                                 "(rendering, reports); 1 = one after another.")
