@@ -72,6 +72,7 @@ bench: bench-core bench-heavy
 bench-core: venv
 	$(PY) -m bench.alignment
 	$(PY) -m bench.orchestration
+	$(PY) -m bench.report
 
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models

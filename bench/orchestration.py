@@ -121,7 +121,7 @@ def seed(storage, items: int) -> None:
     synth = EspeakSynthesizer(Settings())
     synth.load()
     ref = synth.synthesize(normalize_script(VOICE_TEXT), Voice("narrator", "en", VOICE_TEXT))
-    upload_voice(storage, "narrator", to_wav_bytes(ref.audio, ref.sample_rate), VOICE_TEXT)
+    upload_voice(storage, "narrator", to_wav_bytes(ref.audio, ref.sample_rate), VOICE_TEXT, replace=True)
     manifest = "\n".join(json.dumps({"id": f"b{n:04d}", "text": t}) for n, t in enumerate(sentences(items)))
     storage.put_text("incoming/bench.jsonl", manifest)
 

@@ -13,17 +13,17 @@ from itertools import pairwise
 import pysubs2
 
 from narration.schema import Cue
-from narration.subtitles.profile import SubtitleProfile, get_profile
+from narration.subtitles.profile import SubtitleProfile, get_profile, rule_violations
 from narration.subtitles.segment import is_forbidden_break
 
 # Names shared with Cue.violations where segment.py records the same rule.
 RULES = (
     "chars_per_line",  # a line longer than max_chars_per_line
     "max_lines",  # more than max_lines lines
-    "min_duration",  # shorter than min_duration_ms (5/6 s)
-    "max_duration",  # longer than max_duration_ms (7 s)
-    "cps",  # more than max_cps characters (spaces included) per second
-    "min_gap",  # less than min_gap_frames before the next cue
+    "min_duration",  # on screen for fewer frames than 5/6 s (at the profile's frame rate)
+    "max_duration",  # on screen for more frames than 7 s
+    "cps",  # more than max_cps characters (spaces included) per second of frames on screen
+    "min_gap",  # fewer than min_gap_frames empty frames before the next cue
     "line_break",  # a line break inside article+noun, first+last name, pronoun+verb, auxiliary+verb, number+unit
     "cue_break",  # the same pairs split across two consecutive cues
 )
@@ -33,7 +33,8 @@ PROFILE_RULES = RULES[:6]
 def cue_violations(cues: Sequence[Cue], profile: SubtitleProfile | str | None = None) -> list[list[str]]:
     """The rules each cue breaks, in the order of ``cues`` (one subtitle file's cues, sorted by start).
 
-    Gap and cue-break rules look at the next cue; lines are compared after stripping outer spaces.
+    Gap and cue-break rules look at the next cue; lines are compared after stripping outer spaces. Durations and
+    gaps are counted in the frames a player at the profile's frame rate shows (profile.rule_violations).
     """
     if profile is None or isinstance(profile, str):
         profile = get_profile(profile or "netflix-adult")
@@ -41,21 +42,8 @@ def cue_violations(cues: Sequence[Cue], profile: SubtitleProfile | str | None = 
     for k, cue in enumerate(cues):
         lines = [line.strip() for line in cue.lines if line.strip()]
         following = cues[k + 1] if k + 1 < len(cues) else None
-        broken: list[str] = []
-        if any(len(line) > profile.max_chars_per_line for line in lines):
-            broken.append("chars_per_line")
-        if len(lines) > profile.max_lines:
-            broken.append("max_lines")
-        duration = cue.end_ms - cue.start_ms
-        if duration < profile.min_duration_ms:
-            broken.append("min_duration")
-        if duration > profile.max_duration_ms:
-            broken.append("max_duration")
-        chars = len(" ".join(lines))
-        if chars - profile.max_cps * duration / 1000 > 1e-9:
-            broken.append("cps")
-        if following is not None and following.start_ms - cue.end_ms < profile.min_gap_ms:
-            broken.append("min_gap")
+        broken = rule_violations(profile, cue.start_ms, cue.end_ms, lines,
+                                 following.start_ms if following is not None else None)
         if any(is_forbidden_break(before, after) for before, after in pairwise(lines)):
             broken.append("line_break")
         if following is not None and lines and following.lines and is_forbidden_break(lines[-1], following.lines[0]):
@@ -99,11 +87,28 @@ class RuleTally:
         return shares
 
 
-def cues_from_srt(text: str) -> list[Cue]:
-    """Cues (times in ms, lines as displayed) from SubRip text, as a player would read them."""
-    subs = pysubs2.SSAFile.from_string(text, format_="srt")
+def cues_from_srt(text: str, format_: str = "srt") -> list[Cue]:
+    """Cues (times in ms, lines as displayed) from SubRip (or ``format_``: vtt, ass) text, as a player reads them."""
+    subs = pysubs2.SSAFile.from_string(text, format_=format_)
     subs.sort()
     return [
         Cue(index=number, start_ms=event.start, end_ms=event.end, lines=event.plaintext.split("\n"))
         for number, event in enumerate(subs, 1)
     ]
+
+
+def cues_from_ttml(text: str) -> list[Cue]:
+    """Cues from TTML as ttconv's IMSC reader (independent of our writer) resolves them."""
+    import xml.etree.ElementTree as ET
+
+    import ttconv.imsc.reader as imsc_reader
+    from ttconv import model
+
+    def text_of(element) -> str:
+        return "".join(child.get_text() if isinstance(child, model.Text) else
+                       "\n" if isinstance(child, model.Br) else text_of(child) for child in element)
+
+    document = imsc_reader.to_model(ET.ElementTree(ET.fromstring(text)))
+    paragraphs = [p for div in document.get_body() for p in div]
+    return [Cue(index=n, start_ms=round((p.get_begin() or 0) * 1000), end_ms=round(p.get_end() * 1000),
+                lines=text_of(p).split("\n")) for n, p in enumerate(paragraphs, 1)]

@@ -18,10 +18,11 @@ from itertools import cycle
 from pathlib import Path
 
 from bench.alignment import TIMIT_SAMPLE_RATE, timit_dir
-from bench.rules import RULES, RuleTally, cue_violations, cues_from_srt
+from bench.rules import RULES, RuleTally, cue_violations, cues_from_srt, cues_from_ttml
 from narration.normalize import normalize_script
 from narration.schema import Cue, WordTiming
-from narration.subtitles import segment_cues, to_srt
+from narration.subtitles import segment_cues, to_ass, to_srt, to_vtt
+from narration.subtitles.formats import to_ttml
 from narration.subtitles.profile import get_profile
 from narration.subtitles.segment import _evaluate, effective_spans
 
@@ -148,6 +149,17 @@ def ours_srt(programme: Programme) -> str:
     return to_srt(segment_cues(programme.words, PROFILE))
 
 
+def ours_in(fmt: str) -> Callable[[Programme], list[Cue]]:
+    """Our cues written as ``fmt`` and read back by that format's reader (pysubs2; ttconv for TTML)."""
+    def write_and_read(programme: Programme) -> list[Cue]:
+        cues = segment_cues(programme.words, PROFILE)
+        if fmt == "ttml":
+            return cues_from_ttml(to_ttml(cues, "en", get_profile(PROFILE)))
+        text = {"vtt": lambda: to_vtt(cues), "ass": lambda: to_ass(cues, programme.words)}[fmt]()
+        return cues_from_srt(text, fmt)
+    return write_and_read
+
+
 def _segments(programme: Programme, word: Callable[[WordTiming], dict]) -> list[dict]:
     segments = []
     for sentence in programme.sentences:
@@ -203,7 +215,11 @@ def load_stable_ts() -> Callable[[Programme], str]:
 class System:
     name: str
     version: str
-    write_srt: Callable[[Programme], str]
+    write_srt: Callable[[Programme], str] | None
+    read_cues: Callable[[Programme], list[Cue]] | None = None  # for our other formats: write, then read back
+
+    def cues(self, programme: Programme) -> list[Cue]:
+        return self.read_cues(programme) if self.read_cues else cues_from_srt(self.write_srt(programme))
 
 
 def load_systems() -> tuple[list[System], dict[str, str]]:
@@ -211,6 +227,7 @@ def load_systems() -> tuple[list[System], dict[str, str]]:
     from importlib.metadata import PackageNotFoundError, version
 
     systems = [System("ours", f"segment_cues, profile {PROFILE}", ours_srt)]
+    systems += [System(f"ours {fmt}", "the same cues read back", None, ours_in(fmt)) for fmt in ("vtt", "ass", "ttml")]
     missing: dict[str, str] = {}
     peers = (("stable-ts", "stable-ts", load_stable_ts), ("whisperX", "whisperx", load_whisperx_writer))
     for name, package, loader in peers:
@@ -264,14 +281,14 @@ def run_dataset(programmes: list[Programme], systems: list[System]) -> dict[str,
     for system in systems:
         tally = RuleTally()
         for programme in programmes:
-            tally.add(cues_from_srt(system.write_srt(programme)), programme.name)
+            tally.add(system.cues(programme), programme.name)
         tallies[system.name] = tally
     return tallies
 
 
 def verdict(rule: str, tallies: dict[str, RuleTally]) -> str:
     ours = tallies["ours"].shares()[rule]
-    peers = [t.shares()[rule] for name, t in tallies.items() if name != "ours"]
+    peers = [t.shares()[rule] for name, t in tallies.items() if not name.startswith("ours")]
     if not peers:
         return "no peer"
     if all(ours < p for p in peers):
@@ -332,6 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
         words = sum(len(p.words) for p in programmes)
         print(f"\n{title}: {len(programmes)} files, {words} words ({time.perf_counter() - started:.1f} s)")
         print(format_table(tallies))
+        ours = {name: (t.cues, t.broken) for name, t in tallies.items() if name.startswith("ours")}
+        agree = all(figures_ == ours["ours"] for figures_ in ours.values())
+        print(f"our SRT, VTT, ASS and TTML read back: {'the same cues and rule breaks' if agree else 'DIFFER'}")
         floor = sum(fewest_broken_cues(p.words) for p in programmes)
         print(
             f"cues breaking any rule: ours {tallies['ours'].cues_broken}; the fewest any cut allows with our cue "

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Metadata, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
+from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
 from operators.notify import FailedItemsWebhookNotifier, late_batch_deadline
 from operators.pools import GPU_POOL
@@ -30,7 +31,7 @@ from operators.worker import WorkerOperator, chunk_time_budget
 # modules here; the core library (pandas, numpy, boto3) is imported inside the tasks that use it.
 # Named, not an s3:// URI: the bucket is configuration, and an s3 URI imports the Amazon provider at parse time.
 BATCH_OUTPUTS = Asset("narration_batch_outputs")
-FORMATS = ["srt", "vtt", "ass", "json", "csv"]
+FORMATS = list(SUBTITLE_FORMATS)
 notify_failures = FailedItemsWebhookNotifier()  # posts failed/quarantined items when a webhook URL is configured
 
 PARAMS = {
@@ -49,12 +50,26 @@ PARAMS = {
     "chunk_size": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Items per chunk",
                         description="Items per worker invocation (each chunk loads its model once); empty uses "
                                     "NARRATION_CHUNK_SIZE."),
-    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, minItems=1,
-                     uniqueItems=True, examples=FORMATS, title="Output formats",
-                     description="Subtitle and word-timing files written for every item."),
+    "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, uniqueItems=True,
+                     examples=FORMATS, title="Output formats",
+                     description="Subtitle and word-timing files written for every item; none: audio only."),
     "subtitle_profile": Param("netflix-adult", type="string", enum=["netflix-adult", "netflix-adult-20cps"],
                               title="Subtitle profile", section="Advanced"),
+    "subtitle_fps": Param(None, type=["null", "number"], enum=[None, 23.976, 24, 25, 29.97, 30],
+                          title="Subtitle frame rate", section="Advanced",
+                          description="Cue times snap to this frame rate; empty uses the profile's."),
     "vtt_word_timestamps": Param(False, type="boolean", title="Karaoke timestamps in WebVTT", section="Advanced"),
+    "audio_encodings": Param(None, type=["null", "array"], items={"type": "string", "enum": ["mp3", "opus", "m4a"]},
+                             examples=["mp3", "opus", "m4a"], uniqueItems=True, title="Audio encodings",
+                             section="Audio", description="Encodings delivered beside the WAV master; empty uses "
+                                                          "NARRATION_AUDIO_ENCODINGS."),
+    "loudness_target_lufs": Param(None, type=["null", "number"], minimum=-60, maximum=-5, section="Audio",
+                                  title="Loudness target (LUFS)",
+                                  description="Integrated loudness every master is normalised to (EBU R128: -23, "
+                                              "podcasts and web: -16); empty uses NARRATION_LOUDNESS_TARGET_LUFS."),
+    "true_peak_ceiling_dbtp": Param(None, type=["null", "number"], minimum=-20, maximum=0, section="Audio",
+                                    title="True-peak ceiling (dBTP)",
+                                    description="Empty uses NARRATION_TRUE_PEAK_CEILING_DBTP."),
     "force_fallback": Param(None, type=["null", "array"], items={"type": "string"},
                             title="Items to re-time with Google", section="Advanced",
                             description="Item ids (one per line) routed to the fallback aligner whatever the "
@@ -95,16 +110,18 @@ def narration_batch():
         """Claim manifests, validate every line, quarantine bad ones, write chunk specs."""
         from operators import batch
 
-        return batch.plan_run(get_current_context(), params)
+        return batch.plan_batch(get_current_context(), params)
 
     @task_group(prefix_group_id=False)
     def narrate_chunk(chunk: dict):
-        """One chunk's GPU work: its alignment starts as soon as its own synthesis ends."""
+        """One chunk's GPU work: its alignment starts as soon as its own synthesis ends, and takes a free pool
+        slot before the next chunk's synthesis does (upstream weights), so chunks finish one by one."""
         synthesize = WorkerOperator(task_id="synthesize", step="synthesize", chunk=chunk, pool=GPU_POOL,
-                                    map_index_template="{{ task.chunk.label }}", execution_timeout=None)
+                                    map_index_template="{{ task.chunk.label }}", execution_timeout=None,
+                                    weight_rule="upstream")
         align = WorkerOperator(task_id="align", step="align", chunk=chunk, pool=GPU_POOL,
                                map_index_template="{{ task.chunk.label }}", execution_timeout=None,
-                               trigger_rule=TriggerRule.ALL_DONE)
+                               weight_rule="upstream", trigger_rule=TriggerRule.ALL_DONE)
         synthesize >> align
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
@@ -147,7 +164,7 @@ def narration_batch():
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish_manifests() -> dict:
-        """Move manifests to processed/ or failed/ once the outputs are written."""
+        """Move manifests to processed/, incomplete/ or failed/ once the outputs are written."""
         from operators import batch
 
         return batch.finish_manifests_for_run(get_current_context())

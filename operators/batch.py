@@ -1,23 +1,31 @@
-"""Airflow-side glue for the narration DAG: run context -> batch id and options, fallback planning, summaries.
+"""Airflow-side glue for the narration DAG: run context -> batch id and options, configuration checks, planning,
+fallback planning, summaries.
 
-Kept out of the DAG file so the DAG reads like the pipeline; everything here delegates to the core library.
+Kept out of the DAG file so the DAG reads like the pipeline; everything here delegates to the core library. Heavy
+modules (boto3 through narration.storage, pandas, numpy) are imported inside the functions, so importing this
+module costs next to nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from narration.layout import BatchLayout
-from narration.lifecycle import batch_id_for
-from narration.plan import BatchOptions, BatchPlan, load_plan, write_chunks
-from narration.schema import ItemStatus
-from narration.settings import Settings
-from narration.storage import Storage
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from narration.layout import SUBTITLE_FORMATS
+
+if TYPE_CHECKING:
+    from narration.plan import BatchOptions, BatchPlan
+    from narration.preflight import Source
+    from narration.settings import Settings
+    from narration.storage import Storage
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+PLAN_TASK_ID = "plan_batch"
 GOOGLE_NOT_CONFIGURED = (
     "Google Speech-to-Text is not configured (set NARRATION_GOOGLE_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS "
     "or the google_cloud_default connection)"
@@ -25,14 +33,21 @@ GOOGLE_NOT_CONFIGURED = (
 
 
 def batch_id_from_context(context) -> str:
+    from narration.lifecycle import batch_id_for
+
     dag_run = context["dag_run"]
     when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or context["ts"]
     return batch_id_for(dag_run.run_id, when)
 
 
 def options_from_params(params: dict, settings: Settings) -> BatchOptions:
+    """The run's options from its Params; ``formats`` left out (None) means every format, an empty list means
+    the batch asks for audio only."""
+    from narration.plan import BatchOptions
+
     timing = params.get("timing_method") or AUTO
     synthesizer = params.get("synthesizer") or AUTO
+    formats = params.get("formats")
     return BatchOptions(
         voice=params.get("voice") or None,
         language=params.get("language") or None,
@@ -41,11 +56,129 @@ def options_from_params(params: dict, settings: Settings) -> BatchOptions:
         aligner=settings.aligner if timing in (AUTO, "google") else timing,
         timing_method="google" if timing == "google" else "primary",
         force_fallback=list(params.get("force_fallback") or []),
-        formats=list(params.get("formats") or ["srt", "vtt", "ass", "json", "csv"]),
+        formats=list(SUBTITLE_FORMATS if formats is None else formats),
         subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
+        subtitle_fps=params.get("subtitle_fps") or None,
+        loudness_target_lufs=params.get("loudness_target_lufs"),
+        true_peak_ceiling_dbtp=params.get("true_peak_ceiling_dbtp"),
+        audio_encodings=params.get("audio_encodings"),
         vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
         force_rerender=bool(params.get("force_rerender")),
     )
+
+
+def setting_sources(params: dict, environ: dict[str, str] | None = None) -> dict[str, Source]:
+    """Where each checked setting's value came from on the Airflow side: a Param when the run chose it, else the
+    environment (or its default); S3's endpoint and credentials from the AWS connection unless the environment
+    names an endpoint."""
+    from narration.preflight import Source, default_sources
+    from operators.connections import AWS_CONN_ID
+
+    environ = os.environ if environ is None else environ
+    sources = default_sources(environ)
+    timing = params.get("timing_method") or AUTO
+    if (params.get("synthesizer") or AUTO) != AUTO:
+        sources["synthesizer"] = Source("synthesizer", "Param")
+    if timing not in (AUTO, "google"):
+        sources["aligner"] = Source("timing_method", "Param")
+    sources["timing_method"] = Source("timing_method", "Param")
+    if "NARRATION_S3_ENDPOINT_URL" not in environ:
+        sources["endpoint"] = Source("endpoint_url", f"the extra of connection {AWS_CONN_ID}")
+    sources["credentials"] = Source("login / password", f"connection {AWS_CONN_ID}")
+    return sources
+
+
+def check_configuration(params: dict, settings: Settings, options: BatchOptions, batch_id: str) -> None:
+    """Fail the run now (no retries) on a configuration mistake: bucket, endpoint, credentials, backends,
+    Google. S3 that does not answer is waited for ``s3_preflight_retry_s`` only."""
+    from narration.preflight import ConfigurationError
+    from narration.preflight import check_configuration as check
+    from operators.connections import storage
+
+    probe = storage(settings.model_copy(update={"s3_outage_retry_s": settings.s3_preflight_retry_s,
+                                                "s3_max_attempts": 2}))
+    try:
+        check(probe, options, batch_id, google_configured=google_configured(settings),
+              sources=setting_sources(params))
+    except ConfigurationError as exc:
+        raise AirflowFailException(f"configuration error: {exc}") from exc
+
+
+def plan_batch(context, params: dict) -> list[dict]:
+    """The plan_batch task: check the configuration, then claim manifests, validate every line, quarantine bad
+    ones and write chunk specs; a retried or cleared run re-uses its plan with this try's options."""
+    from narration import lifecycle
+    from narration.manifests import ManifestError
+    from narration.plan import plan_batch as plan_in_s3
+    from narration.voices import voice_ids
+    from operators.connections import core_settings, storage
+
+    settings = core_settings()
+    batch_id = batch_id_from_context(context)
+    options = options_from_params(params, settings)
+    check_configuration(params, settings, options, batch_id)
+    s3 = storage()
+    existing = existing_plan(s3, batch_id)
+    if existing is not None:  # finished items are skipped later, unless this try forces them
+        return [c.model_dump() for c in refresh_plan(s3, existing, options).chunks]
+    selector = params.get("manifest") or None
+    claim = lifecycle.claim_manifests(s3, batch_id, lifecycle.discover(s3, selector, settings.incoming_prefix),
+                                      settings.incoming_prefix)
+    held = claim.held or ({selector: owner} if selector and (owner := lifecycle.holder(s3, selector)) else {})
+    if not claim.claimed and held:
+        raise AirflowFailException("nothing to narrate: " + "; ".join(
+            f"{key} is already claimed by batch {owner}" for key, owner in sorted(held.items())))
+    for key, owner in sorted(held.items()):
+        log.warning("left %s to batch %s, which holds it", key, owner)
+    try:
+        plan = plan_in_s3(s3, settings, batch_id, claim.claimed, options, voice_ids(s3))
+    except ManifestError as exc:  # bad input: retrying cannot help
+        raise AirflowFailException(str(exc)) from exc
+    return [c.model_dump() for c in plan.chunks]
+
+
+def refresh_plan(storage: Storage, plan: BatchPlan, options: BatchOptions) -> BatchPlan:
+    """The plan with this try's options: items and chunking stay, while backends, routing, output choices and
+    ``force_rerender`` follow the current Params (chunk specs rewritten where they changed)."""
+    from narration.layout import BatchLayout
+    from narration.pipeline import load_chunk
+
+    layout = BatchLayout(plan.batch_id)
+    current = plan.options.model_copy(update=options.model_dump(exclude={"voice", "language", "chunk_size"}))
+    for ref in plan.chunks:
+        spec = load_chunk(storage, ref.key)
+        wanted = spec.model_copy(update={
+            "synthesizer": current.synthesizer, "aligner": current.aligner, "timing_method": current.timing_method,
+            "force_fallback": current.force_fallback, "params": {**spec.params, "force": current.force_rerender}})
+        if wanted != spec:
+            storage.put_json(layout.chunk(spec.chunk_id), wanted)
+    if current != plan.options:
+        log.info("re-run with changed options: %s", {k: v for k, v in current.model_dump().items()
+                                                      if getattr(plan.options, k) != v})
+        plan = plan.model_copy(update={"options": current})
+        storage.put_json(layout.plan, plan)
+    return plan
+
+
+def require_plan(context) -> None:
+    """For tasks that run whatever happened upstream (report, fallback planning, manifest moves): when planning
+    failed before it wrote a plan (a configuration error, a manifest held by another batch) there is nothing to
+    do: skip. When it failed and S3 does not answer either, fail at once rather than wait out every retry."""
+    if context["ti"].xcom_pull(task_ids=PLAN_TASK_ID) is not None:
+        return
+    from narration.layout import BatchLayout
+    from narration.storage import StorageError
+    from operators.connections import core_settings, storage
+
+    settings = core_settings()
+    probe = storage(settings.model_copy(update={"s3_outage_retry_s": 0.0, "s3_max_attempts": 1}))
+    batch_id = batch_id_from_context(context)
+    try:
+        planned = probe.exists(BatchLayout(batch_id).plan)
+    except StorageError as exc:
+        raise AirflowFailException(f"planning failed, and S3 cannot be read either: {exc}") from exc
+    if not planned:
+        raise AirflowSkipException(f"planning failed before batch {batch_id} had a plan: nothing to do")
 
 
 def google_configured(settings: Settings) -> bool:
@@ -56,6 +189,8 @@ def google_configured(settings: Settings) -> bool:
 
 def existing_plan(storage: Storage, batch_id: str) -> BatchPlan | None:
     """The plan an earlier try of this run wrote, if it planned any item."""
+    from narration.plan import load_plan
+
     try:
         plan = load_plan(storage, batch_id)
     except KeyError:
@@ -65,11 +200,17 @@ def existing_plan(storage: Storage, batch_id: str) -> BatchPlan | None:
 
 def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_available: bool) -> list[dict]:
     """Items whose primary timing failed, cut into fallback chunks; and whether the fallback can run."""
+    from narration.layout import BatchLayout
+    from narration.pipeline import read_record
+    from narration.plan import load_plan, write_chunks
+    from narration.schema import ItemStatus, TimingRecord
+
     plan = load_plan(storage, batch_id)
     layout = BatchLayout(batch_id)
-    docs = storage.map(lambda item: storage.get_json_or_none(layout.timing(item.item_id, plan.options.aligner)),
-                       plan.items)
-    needing = [item for item, doc in zip(plan.items, docs) if doc and doc.get("status") == ItemStatus.NEEDS_FALLBACK]
+    records = storage.map(lambda item: read_record(storage, layout.timing(item.item_id, plan.options.aligner),
+                                                   TimingRecord)[0], plan.items)
+    needing = [item for item, record in zip(plan.items, records)
+               if record and record.status == ItemStatus.NEEDS_FALLBACK]
     chunks = []
     if needing and google_available:
         chunks = [c.model_dump() for c in write_chunks(storage, batch_id, needing, plan.options, prefix="f",
@@ -90,6 +231,9 @@ def format_summary(summary: dict) -> str:
     for key in ("fallbacks", "untimed_words", "low_confidence_words", "cue_rule_violations"):
         if key in summary:
             lines.append(f"  {key.replace('_', ' ')}: {summary[key]}")
+    for key, verdict in (summary.get("manifests") or {}).items():
+        lines.append(f"  manifest {key}: {verdict['state']} ({verdict['delivered']}/{verdict['valid_lines']} "
+                     "valid lines delivered)")
     lines.append(f"  report: s3://{summary.get('bucket')}/{summary.get('report_csv')}")
     return "\n".join(lines)
 
@@ -126,34 +270,10 @@ def google_credentials():
 # The DAG's task bodies: each imports the core library only when its task runs, so the DAG file parses cheaply.
 
 
-def plan_run(context, params: dict) -> list[dict]:
-    """Claim manifests, validate every line, quarantine bad ones and write chunk specs; the chunks to map over."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from narration import lifecycle
-    from narration.manifests import ManifestError
-    from narration.plan import plan_batch
-    from narration.voices import voice_ids
-    from operators.connections import core_settings, storage
-
-    settings, s3 = core_settings(), storage()
-    batch_id = batch_id_from_context(context)
-    existing = existing_plan(s3, batch_id)
-    if existing is not None:  # a retried or cleared run re-uses its plan; finished items are skipped later
-        return [c.model_dump() for c in existing.chunks]
-    options = options_from_params(params, settings)
-    keys = lifecycle.claim(s3, batch_id, lifecycle.discover(s3, params.get("manifest") or None,
-                                                            settings.incoming_prefix), settings.incoming_prefix)
-    try:
-        plan = plan_batch(s3, settings, batch_id, keys, options, voice_ids(s3))
-    except ManifestError as exc:  # bad input: retrying cannot help
-        raise AirflowFailException(str(exc)) from exc
-    return [c.model_dump() for c in plan.chunks]
-
-
 def plan_fallback_for_run(context) -> list[dict]:
     from operators.connections import core_settings, storage
 
+    require_plan(context)
     settings = core_settings()
     return plan_fallback(storage(), settings, batch_id_from_context(context), google_configured(settings))
 
@@ -173,14 +293,17 @@ def google_align_chunk(chunk: dict) -> dict:
 
 def render_chunk_for_run(chunk: dict, params: dict) -> dict:
     from narration.pipeline import load_chunk
-    from narration.render import render_chunk
+    from narration.render import AudioDelivery, render_chunk
     from operators.connections import core_settings, storage
 
     s3, settings = storage(), core_settings()
     fallback_unavailable = None if google_configured(settings) else GOOGLE_NOT_CONFIGURED
+    audio = AudioDelivery.resolve(settings, params.get("loudness_target_lufs"), params.get("true_peak_ceiling_dbtp"),
+                                  params.get("audio_encodings"))
     return render_chunk(s3, settings, load_chunk(s3, chunk["key"]), formats=params["formats"],
                         profile_name=params["subtitle_profile"], vtt_word_timestamps=params["vtt_word_timestamps"],
-                        fallback_unavailable=fallback_unavailable).model_dump(mode="json")
+                        fallback_unavailable=fallback_unavailable, fps=params.get("subtitle_fps"),
+                        audio=audio).model_dump(mode="json")
 
 
 def write_report_for_run(context) -> dict:
@@ -188,6 +311,7 @@ def write_report_for_run(context) -> dict:
     from narration.deliver import write_batch_report
     from operators.connections import core_settings, storage
 
+    require_plan(context)
     summary = write_batch_report(storage(), core_settings(), batch_id_from_context(context))
     for line in format_summary(summary).splitlines():
         print(line)
@@ -196,8 +320,10 @@ def write_report_for_run(context) -> dict:
 
 def finish_manifests_for_run(context) -> dict:
     from narration import lifecycle
+    from narration.layout import BatchLayout
     from operators.connections import storage
 
+    require_plan(context)
     s3 = storage()
     batch_id = batch_id_from_context(context)
     return lifecycle.finish(s3, BatchLayout(batch_id).batch_id, lifecycle.manifest_outcomes(s3, batch_id))

@@ -7,9 +7,12 @@ The worker environment carries S3 credentials; it goes to subprocesses and to Do
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from narration.settings import Settings
-from narration.storage import Storage
+
+if TYPE_CHECKING:
+    from narration.storage import Storage
 
 AWS_CONN_ID = os.environ.get("NARRATION_AWS_CONN_ID", "aws_default")
 
@@ -33,9 +36,12 @@ def core_settings() -> Settings:
     return settings
 
 
-def storage() -> Storage:
-    """Storage on the bucket through the Airflow AWS connection (S3Hook's boto3 session and endpoint)."""
-    settings = core_settings()
+def storage(settings: Settings | None = None) -> Storage:
+    """Storage on the bucket through the Airflow AWS connection (S3Hook's boto3 session and endpoint); ``settings``
+    (default: :func:`core_settings`) may shorten the retries, as the configuration checks do."""
+    from narration.storage import Storage
+
+    settings = settings or core_settings()
     hook = _s3_hook()
     session = hook.get_session()
     return Storage(settings.bucket, settings=settings, session=session)

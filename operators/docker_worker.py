@@ -8,6 +8,7 @@ Variables when the task runs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,14 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import DeviceRequest, Mount
 
 from operators.connections import worker_environment
-from operators.worker import WorkerError, chunk_label, log_chunk_result, parse_result_line, worker_command
+from operators.worker import (
+    WorkerError,
+    chunk_label,
+    exit_description,
+    log_chunk_result,
+    parse_result_line,
+    worker_command,
+)
 
 DEFAULT_IMAGE = "narration-worker-cpu:latest"
 DEFAULT_NETWORK = "host"  # reaches an S3 endpoint on the host's loopback; use "bridge" or a compose network in prod
@@ -130,8 +138,12 @@ class DockerWorkerOperator(DockerOperator):
     def _failure(self, exc: DockerContainerFailedException) -> WorkerError:
         """The worker's own error from its result line when it printed one, else the container's exit."""
         output = "\n".join(str(line) for line in (exc.logs or []))
+        code = re.search(r"'StatusCode': (\d+)", str(exc))
         try:
             parse_result_line(output, self.step)
         except WorkerError as reported:
-            return WorkerError(f"{reported} [{exc}]")
+            if code and int(code.group(1)) > 128 and "printed no result line" in str(reported):
+                return WorkerError(f"narration {self.step} container {exit_description(int(code.group(1)))} "
+                                   "before it printed its result line")
+            return type(reported)(f"{reported} [{exc}]")
         return WorkerError(f"narration {self.step} printed a result but its container failed: {exc}")

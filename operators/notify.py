@@ -6,6 +6,8 @@ without one it only logs. The JSON body carries a Slack/Teams-style ``text`` lin
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -33,15 +35,22 @@ def configured_webhook_url() -> str | None:
 
 
 def failed_items(storage, batch_id: str) -> tuple[list[dict], int]:
-    """(rows of the batch's items that did not end ``done``, quarantined lines included; total rows)."""
-    from narration.deliver import collect_rows
+    """(rows of the batch's items that did not end ``done``, quarantined lines included; total rows). The batch
+    report's checked rows when its summary (written last) is there, else the items' records as they stand."""
+    from narration.layout import BatchLayout
     from narration.schema import ItemStatus
 
-    rows = collect_rows(storage, batch_id)
-    failed = [
-        {"item_id": r.item_id, "manifest": r.manifest, "line": r.line, "status": r.status, "error": r.error}
-        for r in rows if r.status != ItemStatus.DONE.value
-    ]
+    layout = BatchLayout(batch_id)
+    if storage.exists(layout.summary):
+        rows = [{"item_id": r["item_id"] or None, "manifest": r["manifest"], "line": int(r["line"]),
+                 "status": r["status"], "error": r["error"] or None}
+                for r in csv.DictReader(io.StringIO(storage.get_text(layout.report_csv)))]
+    else:
+        from narration.deliver import collect_rows
+
+        rows = [{"item_id": r.item_id, "manifest": r.manifest, "line": r.line, "status": r.status, "error": r.error}
+                for r in collect_rows(storage, batch_id)]
+    failed = [row for row in rows if row["status"] != ItemStatus.DONE.value]
     return failed, len(rows)
 
 
@@ -121,7 +130,7 @@ async def notify_late_batch(dag_id: str, late_after: str, context: dict | None =
     """Deadline callback (run by the triggerer): a batch run is still going past its deadline. Posts to the
     configured webhook, else logs a warning."""
     dag_run = (context or {}).get("dag_run") or {}
-    run_id = dag_run.get("run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
+    run_id = dag_run.get("dag_run_id") if isinstance(dag_run, dict) else getattr(dag_run, "run_id", None)
     text = f"narration batch run {run_id or '?'} of {dag_id} is still running {late_after} after it was queued"
     url = configured_webhook_url()
     if not url:

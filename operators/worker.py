@@ -19,12 +19,32 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 RUNNERS = ("local", "docker")
 
 
 class WorkerError(RuntimeError):
     """The worker command failed; the message carries the error from its result line."""
+
+
+class WorkerRefusedError(WorkerError, AirflowFailException):
+    """The worker failed on something no retry can change (S3 refused the request, an unknown backend): Airflow
+    fails the task without retrying it."""
+
+
+def exit_description(code: int) -> str:
+    """How a worker process or container ended, in words: a negative code (a local process) or 128 + N (a
+    container's shell convention) is the signal N that killed it."""
+    number = -code if code < 0 else code - 128 if code > 128 else None
+    if number is None:
+        return f"exited with status {code}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    hint = " (out of memory, or killed from outside)" if number == signal.SIGKILL else ""
+    return f"was killed by {name}{hint}" + (f" (exit status {code})" if code > 0 else "")
 
 
 def worker_command(step: str, chunk_key: str, extra_args: Sequence[str] = ()) -> list[str]:
@@ -51,7 +71,8 @@ def parse_result_line(output: str | None, step: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise WorkerError(f"narration {step}: last output line is not a JSON result: {lines[-1][:200]!r}")
     if "error" in result:
-        raise WorkerError(f"narration {step} failed: {result['error']}")
+        error = WorkerRefusedError if result.get("retryable") is False else WorkerError
+        raise error(f"narration {step} failed: {result['error']}")
     return result
 
 
@@ -115,7 +136,8 @@ def run_local_worker(log, step: str, chunk: dict, extra_args: Sequence[str], on_
     code = process.wait()
     pumper.join()
     if code < 0:
-        raise WorkerError(f"narration {step} was killed by {signal.Signals(-code).name} before it finished")
+        raise WorkerError(f"narration {step} for chunk {chunk_label(chunk)} {exit_description(code)} "
+                          "before it printed its result line")
     result = parse_result_line(stdout, step)
     if code != 0:
         raise WorkerError(f"narration {step} exited with {code}")
@@ -146,11 +168,18 @@ class WorkerOperator(BaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         if selected_runner() == "docker":
+            from airflow.sdk.bases.operator import ExecutorSafeguard
+
             from operators.docker_worker import DockerWorkerOperator
 
             self._delegate = DockerWorkerOperator(task_id=self.task_id, step=self.step, chunk=self.chunk,
                                                   extra_args=self.extra_args)
-            return self._delegate.execute(context)
+            # This task's runner is the one running the delegate: say so, or it warns of a nested operator.
+            token = ExecutorSafeguard.tracker.set(self._delegate)
+            try:
+                return self._delegate.execute(context)
+            finally:
+                ExecutorSafeguard.tracker.reset(token)
         result = run_local_worker(self.log, self.step, self.chunk, self.extra_args, on_start=self._started)
         log_chunk_result(self.log, result)
         return result

@@ -28,12 +28,12 @@ def test_a_readable_cue_breaks_nothing():
     [
         (cue(0, 5000, "x" * 42), cue(0, 5000, "x" * 43), "chars_per_line"),
         (cue(0, 5000, "one", "two"), cue(0, 5000, "one", "two", "three"), "max_lines"),
-        (cue(0, 833, "Hi."), cue(0, 832, "Hi."), "min_duration"),
+        (cue(0, 801, "Hi."), cue(0, 800, "Hi."), "min_duration"),  # 21 frames at 25 fps, then 20
         (cue(0, 7000, "A long pause."), cue(0, 7001, "A long pause."), "max_duration"),
-        # 34 characters (spaces included) in 2 s is exactly 17 a second.
+        # 34 characters (spaces included) in 2 s (50 frames) is exactly 17 a second; 49 frames is too short.
         (
-            cue(0, 2000, "Reading speed held", "to seventeen ok"),
-            cue(0, 1999, "Reading speed held", "to seventeen ok"),
+            cue(0, 1961, "Reading speed held", "to seventeen ok"),
+            cue(0, 1960, "Reading speed held", "to seventeen ok"),
             "cps",
         ),
     ],
@@ -44,9 +44,10 @@ def test_each_rule_fires_at_its_threshold(fine, bad, rule):
 
 
 def test_gap_is_two_frames_at_the_profile_frame_rate():
-    first, at_80, at_79 = cue(0, 2000, "First cue."), cue(2080, 4000, "Next one."), cue(2079, 4000, "Next one.")
-    assert broken(first, at_80)[0] == []
-    assert broken(first, at_79)[0] == ["min_gap"]
+    # Judged in frames a player shows: the first cue is hidden from frame 50; frame 51 empty, then shown from 52.
+    first, two_frames, one_frame = cue(0, 2000, "First cue."), cue(2041, 4000, "Next one."), cue(2040, 4000, "Next.")
+    assert broken(first, two_frames)[0] == []
+    assert broken(first, one_frame)[0] == ["min_gap"]
     assert broken(first, cue(1900, 4000, "Overlap."))[0] == ["min_gap"]  # overlapping cues too
     assert broken(first, cue(2067, 4000, "Next one."), fps=30)[0] == []  # 2 frames at 30 fps: 67 ms
 

@@ -111,3 +111,66 @@ def test_prefetch_hands_each_item_its_own_read_or_its_own_failure(storage):
         with pytest.raises(KeyError, match="pf/missing"):
             reads.get(1)
         assert reads.get(2) == b"C"
+
+
+def test_a_refusal_is_raised_at_once_and_named_while_a_missing_object_is_a_key_error(storage):
+    import time
+
+    from narration.settings import Settings
+    from narration.storage import Storage, StorageRefused
+
+    gone = Storage.from_settings(Settings(bucket="no-such-bucket-anywhere"))
+    started = time.monotonic()
+    with pytest.raises(StorageRefused, match=r"refused to read s3://no-such-bucket-anywhere/k: the bucket does "
+                                             r"not exist") as refused:
+        gone.get_bytes("k")
+    assert refused.value.code == "NoSuchBucket"
+    with pytest.raises(StorageRefused, match="refused to write"):
+        gone.put_bytes("k", b"x")
+    assert time.monotonic() - started < 5, "a refusal is not retried"
+    assert gone.head_bucket() is False
+    with pytest.raises(KeyError):  # in a bucket that exists, a missing object is just missing
+        storage.get_bytes("batches/b/missing.json")
+
+
+def test_a_prefix_read_returns_the_first_bytes_and_the_whole_size(storage):
+    storage.put_bytes("batches/b/blob", bytes(range(256)) * 40)
+    assert storage.get_prefix("batches/b/blob", 16) == (bytes(range(16)), 10240)
+    storage.put_bytes("batches/b/empty", b"")
+    assert storage.get_prefix("batches/b/empty", 16) == (b"", 0)
+    with pytest.raises(KeyError):
+        storage.get_prefix("batches/b/none", 16)
+    assert storage.list_sizes("batches/b/") == {"batches/b/blob": 10240, "batches/b/empty": 0}
+
+
+def test_imap_yields_in_order_with_a_bounded_number_of_items_ahead(storage):
+    import threading
+
+    keys = [f"imap/{n:03d}.json" for n in range(60)]
+    for n, key in enumerate(keys):
+        storage.put_json(key, {"n": n})
+    lock = threading.Lock()
+    started = 0
+
+    def read(key: str) -> int:
+        nonlocal started
+        with lock:
+            started += 1
+        return storage.get_json(key)["n"]
+
+    seen = []
+    for value in storage.imap(read, keys, ahead=5):
+        with lock:
+            assert started - len(seen) <= 5, "more items started than may be held unconsumed"
+        seen.append(value)
+    assert seen == list(range(60))
+
+    def fail_at_3(n: int) -> int:
+        if n == 3:
+            raise KeyError("s3://bucket/three")
+        return n
+
+    results = storage.imap(fail_at_3, range(100), ahead=4)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(KeyError, match="three"):
+        next(results)

@@ -98,7 +98,7 @@ def test_item_row_collects_the_figures():
     assert row.cues == len(cues) and row.status == "done" and row.error is None
     assert row.srt_key == "out/x.srt" and row.audio_key == "out/x.audio"
     with pytest.raises(ValueError, match="unknown output kinds"):
-        item_row(item, synthesis, timing, cues, {"mp3": "x"})
+        item_row(item, synthesis, timing, cues, {"flac": "x"})
 
 
 def test_failed_item_row_takes_status_and_error_from_the_last_record():

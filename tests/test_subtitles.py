@@ -77,14 +77,18 @@ def assert_well_formed(cues, words, profile=PROFILE):
             assert "chars_per_line" in cue.violations
         if len(cue.lines) > profile.max_lines:
             assert "max_lines" in cue.violations
-        duration = cue.end_ms - cue.start_ms
-        assert (duration < profile.min_duration_ms) == ("min_duration" in cue.violations)
-        assert (duration > profile.max_duration_ms) == ("max_duration" in cue.violations)
-        cps = len(" ".join(cue.lines)) * 1000 / duration
-        assert (cps > profile.max_cps + 1e-9) == ("cps" in cue.violations)
+        # Snapped to frames, on the 10 ms grid every format writes exactly.
+        for ms in (cue.start_ms, cue.end_ms):
+            assert ms % 10 == 0 and profile.frame_time_ms(profile.first_frame_from(ms)) == ms
+        frames = profile.frames_shown(cue.start_ms, cue.end_ms)
+        assert (frames < profile.min_duration_frames) == ("min_duration" in cue.violations)
+        assert (frames > profile.max_duration_frames) == ("max_duration" in cue.violations)
+        cps = len(" ".join(cue.lines)) * float(profile.rate) / frames
+        assert (cps > profile.max_cps + 1e-6) == ("cps" in cue.violations)
     for earlier, later in pairwise(cues):
         assert later.start_ms >= earlier.end_ms, "cues overlap"
-        assert (later.start_ms - earlier.end_ms < profile.min_gap_ms) == ("min_gap" in earlier.violations)
+        gap = profile.first_frame_from(later.start_ms) - profile.first_frame_from(earlier.end_ms)
+        assert (gap < profile.min_gap_frames) == ("min_gap" in earlier.violations)
     assert [c.index for c in cues] == list(range(1, len(cues) + 1))
 
 
@@ -93,17 +97,36 @@ def assert_well_formed(cues, words, profile=PROFILE):
 
 
 def test_default_profile_is_netflix_adult():
-    assert PROFILE.max_chars_per_line == 42 and PROFILE.max_lines == 2
-    assert PROFILE.min_duration_ms == 833 and PROFILE.max_duration_ms == 7000
-    assert PROFILE.max_cps == 17 and PROFILE.min_gap_ms == 80 and PROFILE.linger_ms == 500
+    assert PROFILE.max_chars_per_line == 42 and PROFILE.max_lines == 2 and PROFILE.fps == 25
+    assert (PROFILE.min_duration_frames, PROFILE.max_duration_frames) == (21, 175)  # 5/6 s and 7 s at 25 fps
+    assert PROFILE.min_duration_ms == 840 and PROFILE.max_duration_ms == 7000
+    assert PROFILE.max_cps == 17 and PROFILE.min_gap_ms == 80 and PROFILE.linger_ms == 480  # 12 frames
     assert get_profile("netflix-adult-20cps").max_cps == 20
+
+
+@pytest.mark.parametrize("fps, min_frames, max_frames, gap_ms, linger_ms", [
+    (23.976, 20, 167, 84, 500.5), (24, 20, 168, 84, 500), (25, 21, 175, 80, 480), (29.97, 25, 209, 67, 400.4),
+    (30, 25, 210, 67, 400),
+])
+def test_every_frame_rule_follows_the_frame_rate(fps, min_frames, max_frames, gap_ms, linger_ms):
+    profile = get_profile("netflix-adult", fps=fps)
+    assert (profile.min_duration_frames, profile.max_duration_frames) == (min_frames, max_frames)
+    assert profile.min_gap_ms == gap_ms and profile.linger_ms == pytest.approx(linger_ms)
+    words = speak("Yes.", start_ms=1013) + speak("Then another sentence follows.", start_ms=4007)
+    words = [w.model_copy(update={"index": k}) for k, w in enumerate(words)]
+    cues = segment_cues(words, profile)
+    assert_well_formed(cues, words, profile)
+    # The one-word cue lasts exactly the minimum number of frames, starting on the frame its speech starts in.
+    assert profile.frames_shown(cues[0].start_ms, cues[0].end_ms) == min_frames
+    assert profile.frame_at(1013) == profile.first_frame_from(cues[0].start_ms)
 
 
 def test_profile_overrides_are_validated_and_fps_sets_the_gap():
     assert get_profile("netflix-adult", fps=30).min_gap_ms == 67
     assert get_profile("netflix-adult", fps=24, min_gap_frames=3).min_gap_ms == 125
-    with pytest.raises(ValueError):
-        get_profile("netflix-adult", fps=0)
+    for bad in (0, 50, 23.98):
+        with pytest.raises(ValueError, match="fps must be one of 23.976, 24, 25, 29.97, 30"):
+            get_profile("netflix-adult", fps=bad)
     with pytest.raises(ValueError):
         get_profile("netflix-adult", max_lines_typo=3)
 
@@ -194,17 +217,17 @@ def test_fast_speech_breaks_reading_speed_and_says_so():
     cues = segment_cues(words)
     assert_well_formed(cues, words)
     assert "cps" in cues[0].violations
-    assert cues[0].end_ms <= words[-1].start_ms - PROFILE.min_gap_ms
+    assert PROFILE.first_frame_from(words[-1].start_ms) - PROFILE.first_frame_from(cues[0].end_ms) >= 2
 
 
-def test_out_time_lingers_for_reading_time_but_at_most_half_a_second():
+def test_out_time_lingers_for_reading_time_but_at_most_twelve_frames():
     text = "Extraordinary circumstances demand extraordinary measures."  # 59 chars: needs 3.5 s at 17 cps
     words = speak(text, ms_per_char=45, word_gap_ms=20, start_ms=0)
     speech_end = words[-1].end_ms
     assert speech_end < 3000
     alone = segment_cues(words)
     assert_well_formed(alone, words)
-    assert alone[0].end_ms == speech_end + PROFILE.linger_ms
+    assert PROFILE.first_frame_from(alone[0].end_ms) == PROFILE.first_frame_from(speech_end) + 12
     assert "cps" in alone[0].violations
     # With the next cue soon after, the out-time stops two frames before it.
     following = speak(
@@ -214,10 +237,11 @@ def test_out_time_lingers_for_reading_time_but_at_most_half_a_second():
     cues = segment_cues([*words, *following])
     assert_well_formed(cues, [*words, *following])
     assert cues[0].word_indexes == [w.index for w in words]
-    assert cues[0].end_ms == following[0].start_ms - PROFILE.min_gap_ms
-    # A looser reading speed needs no linger.
+    assert PROFILE.first_frame_from(cues[0].end_ms) == PROFILE.frame_at(following[0].start_ms) - 2
+    # A looser reading speed needs no linger: out at the first frame after the speech.
     relaxed = segment_cues(words, get_profile("netflix-adult", max_cps=25))
-    assert relaxed[0].end_ms == speech_end and relaxed[0].violations == []
+    assert PROFILE.first_frame_from(relaxed[0].end_ms) == PROFILE.first_frame_from(speech_end)
+    assert relaxed[0].violations == []
 
 
 def test_short_cue_extends_into_silence_to_the_minimum_duration():
@@ -228,7 +252,7 @@ def test_short_cue_extends_into_silence_to_the_minimum_duration():
     cues = segment_cues(words)
     assert_well_formed(cues, words)
     assert cues[0].lines == ["Yes."] and cues[0].violations == []
-    assert cues[0].end_ms - cues[0].start_ms == PROFILE.min_duration_ms
+    assert PROFILE.frames_shown(cues[0].start_ms, cues[0].end_ms) == PROFILE.min_duration_frames
 
 
 def test_short_sentences_close_together_are_merged():
@@ -249,7 +273,7 @@ def test_contiguous_speech_keeps_two_frames_between_cues():
     assert_well_formed(cues, words)
     assert len(cues) >= 2
     for earlier, later in pairwise(cues):
-        assert later.start_ms - earlier.end_ms >= PROFILE.min_gap_ms
+        assert PROFILE.first_frame_from(later.start_ms) - PROFILE.first_frame_from(earlier.end_ms) >= 2
 
 
 def test_long_pause_always_splits_even_mid_sentence():

@@ -159,3 +159,52 @@ def test_without_a_transcript_asr_produces_it(storage, reference, monkeypatch, v
     # tiny.en hears espeak's robotic voice differently on different CPUs ("narrator's" came back as "America's"
     # on one): the bar is that it transcribed this recording, not that it is a good model.
     assert word_error_rate(TRANSCRIPT, info["transcript"]) <= 0.6, info["transcript"]
+
+
+def _recording(subtype: str, fmt: str, channels: int = 1) -> bytes:
+    """A real 2 s espeak-like tone recording in the given soundfile format and sample type."""
+    import io
+
+    import soundfile
+
+    t = np.arange(24000 * 2) / 24000
+    mono = 0.2 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+    data = np.stack([mono * (0.5 + 0.5 * k) for k in range(channels)], axis=1)
+    buf = io.BytesIO()
+    soundfile.write(buf, data, 24000, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, data, channels", [
+    ("24-bit WAV", _recording("PCM_24", "WAV"), 1),
+    ("float WAV", _recording("FLOAT", "WAV"), 1),
+    ("24-bit stereo FLAC", _recording("PCM_24", "FLAC", channels=2), 2),
+])
+def test_any_lossless_reference_is_read_and_a_down_mix_is_said(storage, tmp_path, voices_cli, name, data, channels):
+    from narration.audio import decode_audio
+    from narration.layout import voice_reference_key
+
+    result = voices_cli("upload", "anna", str(_write(tmp_path, "ref.bin", data)), "--transcript", TRANSCRIPT)
+    assert result.returncode == 0, result.stderr
+    assert ("down-mixed to mono" in result.stdout) == (channels > 1)
+    shown = json.loads(voices_cli("show", "anna", "--json").stdout)
+    assert shown["downmixed_from_channels"] == (channels if channels > 1 else None)
+    assert shown["sample_rate"] == 24000 and 1.9 < shown["duration_s"] < 2.1
+    stored = decode_audio(storage.get_bytes(voice_reference_key("anna")))
+    assert (stored.container, stored.subtype, stored.channels) == ("WAV", "PCM_16", 1)
+
+
+def test_replacing_a_voice_needs_force(storage, reference, voices_cli):
+    assert voices_cli("upload", "anna", str(reference), "--transcript", TRANSCRIPT).returncode == 0
+    again = voices_cli("upload", "anna", str(reference), "--transcript", "Another transcript.")
+    assert again.returncode == 2 and "voice 'anna' already exists; pass --force" in again.stderr
+    assert json.loads(voices_cli("show", "anna", "--json").stdout)["transcript"] == TRANSCRIPT
+    forced = voices_cli("upload", "anna", str(reference), "--transcript", "Another transcript.", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(voices_cli("show", "anna", "--json").stdout)["transcript"] == "Another transcript."
+
+
+def test_a_lossy_reference_is_refused_by_name(storage, tmp_path, voices_cli):
+    result = voices_cli("upload", "anna", str(_write(tmp_path, "ref.mp3", _recording("MPEG_LAYER_III", "MP3"))),
+                        "--transcript", TRANSCRIPT)
+    assert result.returncode == 2 and "MP3 audio is not accepted; use WAV or FLAC" in result.stderr

@@ -73,9 +73,11 @@ def test_a_missing_chunk_exits_non_zero_with_an_error_result_line(storage):
     assert code == 1
     assert len(stdout) == 1 and "error" in json.loads(stdout[0])
     assert "batches/none/chunks/c9999.json" in json.loads(stdout[0])["error"]
+    assert json.loads(stdout[0])["retryable"] is True
 
 
 def test_unknown_backend_is_named_with_the_valid_ones(storage, planned):
     code, stdout, _ = run_worker("align", "--chunk", planned.chunks[0].key, "--backend", "guesswork")
     assert code == 1
     assert "unknown aligner 'guesswork'; valid names: google, pocketsphinx, whisperx" in json.loads(stdout[-1])["error"]
+    assert json.loads(stdout[-1])["retryable"] is False, "no retry can make the name known"

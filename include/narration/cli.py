@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
 
 
@@ -45,12 +46,14 @@ def cmd_align(args, settings: Settings) -> dict:
 
 def cmd_render(args, settings: Settings) -> dict:
     from narration.pipeline import load_chunk
-    from narration.render import render_chunk
+    from narration.render import AudioDelivery, render_chunk
 
     storage = _storage(settings)
     result = render_chunk(storage, settings, load_chunk(storage, args.chunk), formats=args.formats.split(","),
                           profile_name=args.profile, vtt_word_timestamps=args.vtt_word_timestamps,
-                          fallback_unavailable=args.fallback_unavailable)
+                          fallback_unavailable=args.fallback_unavailable, fps=args.fps,
+                          audio=AudioDelivery.resolve(settings, args.loudness_target, args.true_peak_ceiling,
+                                                      args.encodings.split(",") if args.encodings else None))
     return result.model_dump(mode="json")
 
 
@@ -70,7 +73,9 @@ def _add_voice_commands(sub) -> None:
     common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
     up = vsub.add_parser("upload", parents=[common], help="validate and store a reference voice")
     up.add_argument("voice_id")
-    up.add_argument("wav", help="reference recording (PCM WAV, 1-12 s, at least 16 kHz)")
+    up.add_argument("wav", help="reference recording (WAV of any sample format or FLAC, 1-12 s, at least 16 kHz; "
+                    "several channels are down-mixed to mono)")
+    up.add_argument("--force", action="store_true", help="replace the voice if it already exists")
     up.add_argument("--transcript", default=None,
                     help="exactly what the reference says; without it ASR (the whisperx extra) transcribes it")
     up.add_argument("--language", default="en")
@@ -109,9 +114,11 @@ def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
         except OSError as exc:
             raise voices.VoiceError(f"cannot read {args.wav}: {exc.strerror}") from exc
         info = voices.upload_voice(storage, args.voice_id, wav, args.transcript, language=args.language,
-                                   espeak_voice=args.espeak_voice, settings=settings)
+                                   espeak_voice=args.espeak_voice, settings=settings, replace=args.force)
         text = (f"uploaded voice {info.voice_id}: {info.duration_s:.2f} s, {info.loudness_dbfs:.1f} dBFS, "
                 f"transcript ({info.transcript_source}): {info.transcript}")
+        if info.downmixed_from_channels:
+            text += f"\nnote: the reference had {info.downmixed_from_channels} channels; it was down-mixed to mono"
         return {"uploaded": info.model_dump(mode="json")}, text
     if args.voice_command == "list":
         listed = voices.list_voices(storage)
@@ -151,6 +158,15 @@ def _run_voices(args, settings: Settings) -> int:
     return 0
 
 
+def _retryable(exc: BaseException) -> bool:
+    """False for failures a retry cannot change: S3 refused the request, or the chunk names an unknown backend."""
+    from narration.align import UnknownAlignerError
+    from narration.storage import StorageRefused
+    from narration.synth import UnknownSynthesizerError
+
+    return not isinstance(exc, (StorageRefused, UnknownAlignerError, UnknownSynthesizerError))
+
+
 COMMANDS: dict[str, Callable] = {
     "synthesize": cmd_synthesize, "align": cmd_align, "render": cmd_render, "report": cmd_report,
 }
@@ -166,9 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--backend", default=None, help="aligner to use (default: the chunk's primary aligner)")
     render = sub.add_parser("render", help="write subtitles and word timings for a chunk")
     render.add_argument("--chunk", required=True)
-    render.add_argument("--formats", default="srt,vtt,ass,json,csv")
+    render.add_argument("--formats", default=",".join(SUBTITLE_FORMATS))
     render.add_argument("--profile", default="netflix-adult")
     render.add_argument("--vtt-word-timestamps", action="store_true")
+    render.add_argument("--fps", type=float, default=None, help="frame rate the cues snap to (23.976, 24, 25, "
+                        "29.97, 30; default: the profile's)")
+    render.add_argument("--loudness-target", type=float, default=None, metavar="LUFS",
+                        help="integrated loudness of the delivered audio (default NARRATION_LOUDNESS_TARGET_LUFS)")
+    render.add_argument("--true-peak-ceiling", type=float, default=None, metavar="DBTP")
+    render.add_argument("--encodings", default=None, help="delivery encodings beside the WAV master: mp3,opus,m4a")
     render.add_argument("--fallback-unavailable", default=None)
     report = sub.add_parser("report", help="write the batch report and summary")
     report.add_argument("--batch", required=True)
@@ -187,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args, settings)
     except Exception as exc:  # the result line still comes last, so the runner can show why
         logging.getLogger("narration").exception("%s failed", args.command)
-        _emit({"error": f"{type(exc).__name__}: {exc}", "command": args.command})
+        _emit({"error": f"{type(exc).__name__}: {exc}", "command": args.command, "retryable": _retryable(exc)})
         return 1
     _emit(result)
     return 0

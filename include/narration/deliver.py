@@ -1,44 +1,66 @@
 """Batch delivery: the per-batch CSV report, HTML report and summary with presigned download URLs.
 
-It reads only S3 (the plan, the quarantine and each item's result record), so it accounts for every manifest line
-even when workers died: an item without a result record is reported as not completed.
+It reads only S3 (the plan, the quarantine, each item's result record and outputs), so it accounts for every
+manifest line even when workers died: an item without a result record is reported as not completed. Every output
+a row names is checked before the row is reported (the audio decodes and has its record's length, the words JSON
+parses, the other files are there): a row whose object is missing, truncated or corrupt says so, names the
+object, and gets no download link for it. ``report.csv``, ``report.html`` and ``summary.json`` are written from
+the same checked rows, the summary last.
+
+Items are read a few at a time (:meth:`Storage.imap`) and each one's HTML section is written to a file at once, so
+the report's memory stays flat in the batch size (one item's audio is about 0.6 MB decoded).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 
 from narration import audio as audio_io
 from narration.layout import BatchLayout
+from narration.lifecycle import manifest_states
+from narration.pipeline import read_record
 from narration.plan import load_plan, load_quarantine
 from narration.report import (
     OUTPUT_KINDS,
+    REPORT_HTML_TAIL,
     ItemMedia,
     ItemReportRow,
     item_row,
+    item_section,
     quarantine_row,
     report_csv,
-    report_html,
+    report_html_head,
     summarize,
 )
-from narration.schema import Cue, ItemStatus, TimingRecord
+from narration.schema import Cue, ItemSpec, ItemStatus, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage
 
 log = logging.getLogger(__name__)
+NO_RESULT = "item did not complete: no result record (a worker step failed)"
+
+
+def result_row(storage: Storage, layout: BatchLayout, item: ItemSpec) -> ItemReportRow:
+    """The item's row as its result record states it; a missing or unreadable record is a failed row."""
+    row, problem = read_record(storage, layout.result(item.item_id), ItemReportRow)
+    if row is not None:
+        return row
+    if problem == "missing":
+        return item_row(item, status=ItemStatus.FAILED, error=NO_RESULT)
+    return item_row(item, status=ItemStatus.FAILED,
+                    error=f"{storage.uri(layout.result(item.item_id))}: result record {problem}")
 
 
 def collect_rows(storage: Storage, batch_id: str) -> list[ItemReportRow]:
+    """Every line's row as the records state it (outputs not checked; :func:`write_batch_report` checks them)."""
     layout = BatchLayout(batch_id)
     plan = load_plan(storage, batch_id)
-    docs = storage.map(lambda item: storage.get_json_or_none(layout.result(item.item_id)), plan.items)
-    rows: list[ItemReportRow] = []
-    for item, doc in zip(plan.items, docs):
-        if doc:
-            rows.append(ItemReportRow.model_validate(doc))
-        else:
-            rows.append(item_row(item, status=ItemStatus.FAILED,
-                                 error="item did not complete: no result record (a worker step failed)"))
+    rows = storage.map(lambda item: result_row(storage, layout, item), plan.items)
     rows.extend(quarantine_row(err) for err in load_quarantine(storage, batch_id))
     return rows
 
@@ -50,40 +72,97 @@ def output_keys(row: ItemReportRow) -> dict[str, str]:
 def presign_output(storage: Storage, layout: BatchLayout, key: str, expiry_s: int) -> str | None:
     """A download link for one of this batch's outputs; None (and a warning) for any key outside the batch, so a
     tampered or stale record can never hand out links to voices, manifests or other batches."""
-    if not key.startswith(layout.root) or ".." in key.split("/"):
+    if not _inside(layout, key):
         log.warning("not presigning %s: outside batch prefix %s", key, layout.root)
         return None
     return storage.presign(key, expiry_s)
 
 
-def _media_for(storage: Storage, layout: BatchLayout, row: ItemReportRow, expiry_s: int) -> ItemMedia:
-    """What the HTML report shows for an item: presigned audio URL, samples for the waveform, words and cues."""
+def _inside(layout: BatchLayout, key: str) -> bool:
+    return key.startswith(layout.root) and ".." not in key.split("/")
+
+
+def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s: int, present: dict[str, int]
+                 ) -> tuple[ItemReportRow, str]:
+    """(the item's checked row, its HTML section). Each output the row names is checked (``present``: the
+    batch's object sizes by key): an invalid one is dropped from the row (so no link is made for it), the row
+    ends ``failed`` and its error names the object and what is wrong with it."""
+    row = result_row(storage, layout, item)
     media = ItemMedia()
-    if row.audio_key and row.audio_key.startswith(layout.root):
-        media.audio_url = presign_output(storage, layout, row.audio_key, expiry_s)
-        try:
-            media.samples, media.sample_rate = audio_io.from_wav_bytes(storage.get_bytes(row.audio_key))
-        except KeyError:
-            pass
+    problems: dict[str, str] = {}
+    for kind, key in output_keys(row).items():
+        if not _inside(layout, key):
+            problems[kind] = f"{key}: outside this batch's prefix {layout.root}"
+        elif key not in present:
+            problems[kind] = f"{storage.uri(key)}: missing"
+        elif present[key] == 0:
+            problems[kind] = f"{storage.uri(key)}: empty"
+    checks: dict[str, Callable[[str], None]] = {"audio": lambda key: _read_audio(storage, key, row, media),
+                                               "json": lambda key: _read_cues(storage, key, media)}
+    for kind, check in checks.items():
+        key = getattr(row, f"{kind}_key")
+        if key and kind not in problems:
+            try:
+                check(key)
+            except (KeyError, ValueError) as exc:
+                problems[kind] = f"{storage.uri(key)}: {exc}"
     if row.timing_method:
-        doc = storage.get_json_or_none(layout.timing(row.item_id, row.timing_method))
-        if doc:
-            media.words = TimingRecord.model_validate(doc).words
-    if row.json_key and row.json_key.startswith(layout.root):
-        media.cues = [Cue.model_validate(c) for c in storage.get_json(row.json_key).get("cues", [])]
-    return media
+        timing = read_record(storage, layout.timing(row.item_id, row.timing_method), TimingRecord)[0]
+        media.words = timing.words if timing else []
+    if problems:
+        log.warning("%s: %s", item.item_id, "; ".join(problems.values()))
+        error = "; ".join(problems.values()) + (f"; {row.error}" if row.error else "")
+        row = row.model_copy(update={"status": ItemStatus.FAILED.value, "error": error,
+                                     **{f"{kind}_key": None for kind in problems}})
+    if row.audio_key:
+        media.audio_url = presign_output(storage, layout, row.audio_key, expiry_s)
+    return row, item_section(row, media)
+
+
+def _read_audio(storage: Storage, key: str, row: ItemReportRow, media: ItemMedia) -> None:
+    """Decode the item's audio for the waveform; raises AudioError (a ValueError) when it is not the audio its
+    record describes."""
+    data = storage.get_bytes(key)
+    problem = audio_io.wav_problem(data[:audio_io.WAV_HEADER_BYTES], len(data), seconds=row.audio_seconds)
+    if problem:
+        raise audio_io.AudioError(problem)
+    media.samples, media.sample_rate = audio_io.from_wav_bytes(data)
+
+
+def _read_cues(storage: Storage, key: str, media: ItemMedia) -> None:
+    try:
+        document = json.loads(storage.get_bytes(key))
+        media.cues = [Cue.model_validate(c) for c in document.get("cues", [])]
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"not a valid words JSON document ({str(exc).splitlines()[0][:200]})") from exc
 
 
 def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> dict:
-    """Write report.csv, report.html and summary.json; returns the summary."""
+    """Write report.csv, report.html and summary.json from the same checked rows; returns the summary.
+
+    The old summary is deleted first and the new one written last: it carries the manifests' verdict, so while
+    the rows are being rewritten no summary vouches for them."""
     layout = BatchLayout(batch_id)
-    rows = collect_rows(storage, batch_id)
-    storage.put_text(layout.report_csv, report_csv(rows))
+    plan = load_plan(storage, batch_id)
     expiry = settings.presign_expiry_s
-    item_rows = [row for row in rows if row.item_id]
-    media = dict(zip((row.item_id for row in item_rows),
-                     storage.map(lambda row: _media_for(storage, layout, row, expiry), item_rows)))
-    storage.put_text(layout.report_html, report_html(rows, media))
+    storage.delete(layout.summary)
+    present = storage.list_sizes(layout.root + "items/")  # one request per thousand objects
+    rows: list[ItemReportRow] = []
+    with tempfile.TemporaryDirectory(prefix="narration-report-") as tmp:
+        sections_path, page_path = os.path.join(tmp, "sections.html"), os.path.join(tmp, "report.html")
+        with open(sections_path, "w", encoding="utf-8") as sections:
+            # At most 2 x NARRATION_S3_CONCURRENCY items' audio in memory at once.
+            for row, section in storage.imap(lambda item: checked_item(storage, layout, item, expiry, present),
+                                             plan.items):
+                rows.append(row)
+                sections.write(section)
+        rows.extend(quarantine_row(err) for err in load_quarantine(storage, batch_id))
+        storage.put_text(layout.report_csv, report_csv(rows))
+        with open(page_path, "w", encoding="utf-8") as page, open(sections_path, encoding="utf-8") as sections:
+            page.write(report_html_head(rows))
+            shutil.copyfileobj(sections, page)
+            page.write(REPORT_HTML_TAIL)
+        storage.upload_file(layout.report_html, page_path)
     summary = summarize(rows)
     summary.update({
         "batch_id": layout.batch_id,
@@ -92,6 +171,7 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
         "report_csv": layout.report_csv,
         "report_html": layout.report_html,
         "presigned_url_expiry_s": expiry,
+        "manifests": manifest_states(plan, rows),
         "downloads": {
             "report_csv": presign_output(storage, layout, layout.report_csv, expiry),
             "report_html": presign_output(storage, layout, layout.report_html, expiry),

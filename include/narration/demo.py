@@ -58,7 +58,8 @@ def seed(storage: Storage, manifest: Path) -> str:
     synth.load()
     speech = synth.synthesize(normalize_script(SAMPLE_VOICE_TEXT), Voice("narrator", "en", SAMPLE_VOICE_TEXT,
                                                                          metadata={"espeak_voice": "en-us"}))
-    info = upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), SAMPLE_VOICE_TEXT)
+    info = upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), SAMPLE_VOICE_TEXT,
+                        replace=True)
     say(f"voice library: 'narrator' ({info.duration_s:.1f} s reference, {info.loudness_dbfs:.0f} dBFS)")
     key = f"{INCOMING}{manifest.name}"
     storage.put_bytes(key, manifest.read_bytes())

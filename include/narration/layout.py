@@ -11,11 +11,12 @@ import re
 INCOMING = "incoming/"
 PROCESSING = "processing/"
 PROCESSED = "processed/"
+INCOMPLETE = "incomplete/"
 FAILED = "failed/"
 VOICES = "voices/"
 BATCHES = "batches/"
 
-SUBTITLE_FORMATS = ("srt", "vtt", "ass", "json", "csv")
+SUBTITLE_FORMATS = ("srt", "vtt", "ass", "ttml", "json", "csv")  # every format a batch writes by default
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -83,10 +84,27 @@ class BatchLayout:
         name = {"json": "words.json", "csv": "words.csv"}.get(fmt, f"subtitles.{fmt}")
         return self.item_prefix(item_id) + name
 
+    def delivery_audio(self, item_id: str, encoding: str) -> str:
+        """The delivered audio: ``narration.wav`` (the loudness-normalised master) and its encodings."""
+        from narration.encodings import ENCODINGS
+
+        return self.item_prefix(item_id) + f"narration.{ENCODINGS[encoding][0]}"
+
+    def delivery(self, item_id: str) -> str:
+        """Loudness before and after normalisation, and the encoders of the delivered audio."""
+        return self.item_prefix(item_id) + "delivery.json"
+
     def result(self, item_id: str) -> str:
         """Written last for an item: its presence means every output of the item is in place."""
         return self.item_prefix(item_id) + "result.json"
 
 
-def manifest_name(key: str) -> str:
-    return posixpath.basename(key)
+def manifest_name(key: str, incoming_prefix: str = INCOMING) -> str:
+    """How messages and default ids name a manifest: its path below incoming/ or processing/<batch>/ (folders
+    included, ``teamA/news.txt``), so two same-named files in different folders are told apart."""
+    if key.startswith(PROCESSING):
+        _, _, relative = key[len(PROCESSING):].partition("/")
+        return relative or posixpath.basename(key)
+    if key.startswith(incoming_prefix):
+        return key[len(incoming_prefix):].lstrip("/") or posixpath.basename(key)
+    return key

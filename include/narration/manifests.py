@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from narration.normalize import normalize_script
+from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
 from narration.schema import ItemSpec, LineError
 from narration.settings import Settings
 
 # An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
 # share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?\Z")
+ID_RULE = ("id must be 1-96 characters of letters, digits, '.', '_' or '-', start with a letter or digit, "
+           "end with a letter, digit or '_', and contain no '..'")
 MARKUP = re.compile(
     r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>"  # <speak>, <break time="1s"/>, </p>
     r"|<!--|<\?xml|<!\[CDATA\[|<!DOCTYPE"  # comments, XML declarations, CDATA
@@ -36,6 +38,10 @@ SUPPORTED_LANGUAGES = {"en", "en-us", "en-gb"}
 RAW_PREVIEW = 200
 MAX_METADATA_BYTES = 4096  # metadata travels in the plan and every chunk spec
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# Tabs and line breaks pasted into a text (a quoted CSV cell, a JSON "\n") are spacing, not content.
+TEXT_WHITESPACE = re.compile(r"[ \t\n\r\f\v]*[\t\n\r\f\v][ \t\n\r\f\v]*")
+CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\f": "a form feed",
+                 "\v": "a vertical tab", "\x00": "a NUL byte"}
 
 
 class ManifestError(ValueError):
@@ -107,7 +113,8 @@ def _unsafe_character(value: str) -> str | None:
         if category == "Cs":
             return f"invalid Unicode (lone surrogate U+{ord(ch):04X} at position {position})"
         if category == "Cc" or ch in BIDI_CONTROLS:
-            return f"control characters (U+{ord(ch):04X} at position {position})"
+            named = f"{CONTROL_NAMES[ch]}, " if ch in CONTROL_NAMES else ""
+            return f"control characters ({named}U+{ord(ch):04X} at position {position})"
     return None
 
 
@@ -156,7 +163,7 @@ def _check_line(
         return LineError(manifest=manifest, line=line_no, field=field_name, reason=reason, raw=_preview(raw))
 
     settings = ctx.settings
-    text = fields.text
+    text = TEXT_WHITESPACE.sub(" ", fields.text)
     if not text:
         return reject("text", "text is empty")
     if len(text) > settings.max_text_chars:
@@ -166,20 +173,24 @@ def _check_line(
         return reject("text", f"text contains {unsafe}")
     if MARKUP.search(text):
         return reject("text", "markup (SSML/HTML tags) is not supported; give plain text")
+    language = (fields.language or ctx.default_language or settings.default_language).lower().replace("_", "-")
     try:
-        speakable = normalize_script(text)
+        speakable = normalize_script(text, language)
     except Exception as exc:  # a normaliser bug costs this line only, never the manifest
         return reject("text", f"text cannot be normalised for speech ({type(exc).__name__}: {exc})")
     if not speakable:
+        scripts = unspeakable_scripts(text)
+        if scripts:
+            return reject("text", f"text is written in a script the voices cannot speak ({', '.join(scripts)}); "
+                                  "only Latin-script text (English) is narrated")
         return reject("text", "text has nothing speakable (only punctuation, symbols or emoji)")
 
     item_id = fields.id if fields.id is not None else default_id
+    unsafe_id = _unsafe_character(item_id)
+    if unsafe_id:
+        return reject("id", f"id contains {unsafe_id}; {ID_RULE}")
     if not ID_PATTERN.match(item_id) or ".." in item_id:
-        return reject(
-            "id",
-            "id must be 1-96 characters of letters, digits, '.', '_' or '-', start with a letter or digit, "
-            "end with a letter, digit or '_', and contain no '..'",
-        )
+        return reject("id", ID_RULE)
     if item_id in ctx.seen_ids:
         return reject("id", f"duplicate id {item_id!r} (first used at {ctx.seen_ids[item_id]})")
 
@@ -188,7 +199,6 @@ def _check_line(
         known = ", ".join(sorted(ctx.voices)) or "none"
         return reject("voice", f"unknown voice {voice!r}; voices in the library: {known}")
 
-    language = (fields.language or ctx.default_language or settings.default_language).lower().replace("_", "-")
     if language not in SUPPORTED_LANGUAGES:
         return reject("language", f"unsupported language {language!r}; supported: {sorted(SUPPORTED_LANGUAGES)}")
 
@@ -206,6 +216,8 @@ def _check_line(
         text=text,
         voice=voice,
         language=language.split("-")[0],
+        locale=language,
+        unspoken_words=unspoken_words(speakable),
         speed=fields.speed,
         seed=fields.seed,
         manifest=manifest,
@@ -215,9 +227,11 @@ def _check_line(
 
 
 def _default_id(manifest: str, line_no: int) -> str:
-    stem = posixpath.splitext(posixpath.basename(manifest))[0]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_") or "line"
-    return f"{stem[:80]}-{line_no:05d}"
+    """``teamA/news.txt`` line 1 -> ``teamA-news-00001``: the folder path is part of the id, so same-named
+    manifests in different folders never collide; a long path keeps its end (the file's own name)."""
+    stem = posixpath.splitext(manifest)[0]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")
+    return f"{stem[-80:].strip('-_') or 'line'}-{line_no:05d}"
 
 
 def _iter_byte_lines(data: bytes) -> Iterable[tuple[int, bytes]]:

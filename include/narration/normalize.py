@@ -31,6 +31,15 @@ ABBREVIATIONS = {
     "no.": "number",
     "mt.": "mount",
     "ft.": "feet",
+    "fig.": "figure",
+    "figs.": "figures",
+    "p.": "page",
+    "pp.": "pages",
+    "vol.": "volume",
+    "ch.": "chapter",
+    "sec.": "section",
+    "eq.": "equation",
+    "art.": "article",
     "km": "kilometres",
     "kg": "kilograms",
     "&": "and",
@@ -38,6 +47,8 @@ ABBREVIATIONS = {
     "=": "equals",
     "@": "at",
 }
+# Abbreviations that name a numbered thing ("Fig. 7", "p. 112"): never a sentence end, never split from the number.
+NUMBERED_ABBREVIATIONS = frozenset({"fig.", "figs.", "p.", "pp.", "no.", "vol.", "ch.", "sec.", "eq.", "art."})
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents")}
 
@@ -51,13 +62,77 @@ _RE_RANGE = re.compile(rf"^({_NUMBER})[-–]({_NUMBER})$")
 _RE_NUMBER = re.compile(rf"^{_NUMBER}$")
 _RE_DECADE = re.compile(r"^(\d{2,4})'?s$")
 _RE_WORD_CHARS = re.compile(r"[^a-z']+")
+_RE_SLASH_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})$")
+_RE_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_RE_EMAIL = re.compile(r"^([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)$")
+_EMAIL_SYMBOLS = {".": "dot", "_": "underscore", "-": "dash", "+": "plus", "%": "percent"}
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+# Which number of a slashed date is the day: the US reads 3/4/2025 as March 4th, Britain as 3 April. A bare "en"
+# follows the US convention (the language default, en-us, of the aligners' models).
+DATE_ORDER = {"en": "mdy", "en-us": "mdy", "en-gb": "dmy"}
+DEFAULT_LOCALE = "en-us"
 _SCALE = {"k": "thousand", "m": "million", "bn": "billion", "million": "million", "billion": "billion"}
+
+
+# Latin letters that NFKD does not decompose to ASCII, and typographic apostrophes.
+_TRANSLITERATE = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+                                "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+                                "ı": "i", "’": "'", "‘": "'", "ʼ": "'"})
+
+
+def _fold(text: str) -> str:
+    """``text`` with Latin letters folded to ASCII (diacritics dropped) and every other non-ASCII character
+    (em-dashes, ellipses, letters of other scripts) turned into a space, so "what—no" is two words."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE)):
+        if ch.isascii():
+            out.append(ch)
+        elif not unicodedata.category(ch).startswith("M"):  # combining accents vanish, anything else separates
+            out.append(" ")
+    return "".join(out)
 
 
 def _words(text: str) -> list[str]:
     """Lowercase letters-and-apostrophes words of ``text`` (diacritics folded)."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    return [w.strip("'") for w in _RE_WORD_CHARS.split(folded) if w.strip("'")]
+    return [w.strip("'") for w in _RE_WORD_CHARS.split(_fold(text).lower()) if w.strip("'")]
+
+
+def _is_foreign_letter(ch: str) -> bool:
+    """A letter that does not fold to Latin (Hebrew, Arabic, Cyrillic, CJK...): no backend here speaks it."""
+    return ch.isalpha() and not _fold(ch).strip()
+
+
+def script_name(ch: str) -> str:
+    """The Unicode script a letter belongs to, as its character name starts ("HEBREW", "ARABIC", "CJK")."""
+    name = unicodedata.name(ch, "")
+    return name.split(" ")[0] if name else f"U+{ord(ch):04X}"
+
+
+def foreign_runs(text: str) -> list[str]:
+    """The runs of ``text`` written in a script the backends cannot speak (combining marks kept inside)."""
+    runs, current = [], ""
+    for ch in text:
+        if _is_foreign_letter(ch) or (current and unicodedata.category(ch).startswith("M")):
+            current += ch
+        elif current:
+            runs.append(current)
+            current = ""
+    if current:
+        runs.append(current)
+    return runs
+
+
+def unspeakable_scripts(text: str) -> list[str]:
+    """Names of the scripts in ``text`` that the backends cannot speak, in order of first appearance."""
+    names: list[str] = []
+    for ch in text:
+        if _is_foreign_letter(ch):
+            name = script_name(ch)
+            name = name if len(name) <= 3 else name.title()  # "CJK" stays, "HEBREW" reads "Hebrew"
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _cardinal(number: str) -> str:
@@ -104,11 +179,48 @@ def _time(hours: str, minutes: str, meridiem: str | None) -> str:
     return spoken
 
 
-def speak_token(core: str) -> str:
-    """The spoken form of one token with its edge punctuation removed."""
+def _date(year: int, month: int, day: int, locale: str) -> str | None:
+    """A calendar date read the locale's way ("March fourth, twenty twenty-five" / "the fourth of March ..."),
+    or None when it is not a valid date."""
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    year_words = num2words(year, to="year")
+    ordinal = num2words(day, to="ordinal")
+    if DATE_ORDER.get(locale, DATE_ORDER[DEFAULT_LOCALE]) == "dmy":
+        return f"the {ordinal} of {MONTHS[month - 1]} {year_words}"
+    return f"{MONTHS[month - 1]} {ordinal}, {year_words}"
+
+
+def _slash_date(first: str, second: str, year: str, locale: str) -> str | None:
+    a, b, y = int(first), int(second), int(year)
+    if len(year) == 2:
+        y += 2000
+    month, day = (b, a) if DATE_ORDER.get(locale, DATE_ORDER[DEFAULT_LOCALE]) == "dmy" else (a, b)
+    if month > 12 and day <= 12:  # 25/12/2025 in a US script can only be day first
+        month, day = day, month
+    return _date(y, month, day, locale)
+
+
+def _email(local: str, domain: str) -> str:
+    """jane.doe@example.org -> "jane dot doe at example dot org" (digits as numbers, symbols by name)."""
+    def part(text: str) -> str:
+        pieces = re.findall(r"[A-Za-z]+|\d+|.", text)
+        return " ".join(_EMAIL_SYMBOLS.get(p, p) if not p.isdecimal() else _cardinal(p) for p in pieces)
+    return f"{part(local)} at {part(domain)}"
+
+
+def speak_token(core: str, locale: str = DEFAULT_LOCALE) -> str:
+    """The spoken form of one token with its edge punctuation removed; ``locale`` (en, en-us, en-gb) decides
+    reading conventions such as the order of day and month in ``3/4/2025``."""
     lowered = core.lower()
     if lowered in ABBREVIATIONS:
         return ABBREVIATIONS[lowered]
+    if (m := _RE_SLASH_DATE.match(core)) and (spoken := _slash_date(*m.groups(), locale)):
+        return spoken
+    if (m := _RE_ISO_DATE.match(core)) and (spoken := _date(*map(int, m.groups()), locale)):
+        return spoken
+    if m := _RE_EMAIL.match(core):
+        return _email(*m.groups())
     if m := _RE_CURRENCY.match(core):
         return _currency(m.group(1), m.group(2), m.group(3))
     if m := _RE_PERCENT.match(core):
@@ -145,27 +257,39 @@ def _strip_edges(token: str) -> str:
     return core
 
 
-def normalize_script(text: str) -> list[ScriptToken]:
+def normalize_script(text: str, locale: str = DEFAULT_LOCALE) -> list[ScriptToken]:
     """Split the script into tokens, each with the words it is spoken as.
 
-    A token with nothing speakable (a dash, an emoji) is merged into its neighbour so that every token has at
-    least one spoken word; the script text is never lost.
+    A token with nothing speakable (a dash, an emoji, a word in a script no backend speaks) is merged into its
+    neighbour so that every token has at least one spoken word; the script text is never lost, and words of an
+    unspeakable script are listed in the token's ``unspoken``.
     """
     tokens: list[ScriptToken] = []
     pending_prefix = ""
+    pending_unspoken: list[str] = []
     for raw in text.split():
         core = _strip_edges(raw)
-        spoken = _words(speak_token(core)) if core else []
+        spoken = _words(speak_token(core, locale)) if core else []
+        unspoken = foreign_runs(raw)
         if not spoken:
             if tokens:
                 last = tokens[-1]
-                tokens[-1] = last.model_copy(update={"original": f"{last.original} {raw}"})
+                tokens[-1] = last.model_copy(update={"original": f"{last.original} {raw}",
+                                                     "unspoken": [*last.unspoken, *unspoken]})
             else:
                 pending_prefix = f"{pending_prefix}{raw} "
+                pending_unspoken.extend(unspoken)
             continue
-        tokens.append(ScriptToken(index=len(tokens), original=pending_prefix + raw, spoken=spoken))
+        tokens.append(ScriptToken(index=len(tokens), original=pending_prefix + raw, spoken=spoken,
+                                  unspoken=[*pending_unspoken, *unspoken]))
         pending_prefix = ""
+        pending_unspoken = []
     return tokens
+
+
+def unspoken_words(tokens: list[ScriptToken]) -> list[str]:
+    """Every part of the script that will not be heard (words in a script no backend speaks), in order."""
+    return [word for token in tokens for word in token.unspoken]
 
 
 def spoken_text(tokens: list[ScriptToken]) -> str:

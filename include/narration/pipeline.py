@@ -1,7 +1,8 @@
 """The worker steps: synthesize, align and render one chunk, reading from and writing to S3.
 
 Each step loads its backend once per chunk, isolates failures per item (one bad item never fails its chunk),
-skips items whose outputs already exist for the same inputs, and returns a small :class:`ChunkResult`. An
+skips items whose outputs already exist for the same inputs and pass their checks (a record that parses and carries
+the cache key, audio that is the audio its record describes), and returns a small :class:`ChunkResult`. An
 unreachable S3 is not an item failure: it fails the chunk, so that the task is retried and redoes only what is missing.
 """
 
@@ -16,6 +17,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
@@ -40,6 +44,7 @@ from narration.voices import materialise_voice
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+M = TypeVar("M", bound=BaseModel)
 
 
 def cache_key(*parts: object) -> str:
@@ -73,7 +78,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _tokens(item: ItemSpec):
-    return normalize_script(item.text)
+    return normalize_script(item.text, item.locale)
 
 
 class _Clock:
@@ -96,20 +101,54 @@ def load_chunk(storage: Storage, chunk_key: str) -> ChunkSpec:
     return ChunkSpec.model_validate(storage.get_json(chunk_key))
 
 
+def read_record(storage: Storage, key: str, model: type[M]) -> tuple[M | None, str | None]:
+    """(the record at ``key``, None), or (None, why not): missing, or not a valid record (corrupt JSON, wrong
+    shape). A record that cannot be read vouches for nothing, so the step redoes its item."""
+    try:
+        data = storage.get_bytes(key)
+    except KeyError:
+        return None, "missing"
+    try:
+        return model.model_validate_json(data), None
+    except ValueError as exc:
+        problem = f"not a valid {model.__name__}: {str(exc).splitlines()[0][:200]}"
+        log.warning("%s: %s", storage.uri(key), problem)
+        return None, problem
+
+
+def audio_problem(storage: Storage, record: SynthesisRecord) -> str | None:
+    """Why the object at the record's ``audio_key`` is not the audio the record describes, or None. Reads the
+    header and the size only (one ranged GET): it parses, holds every frame its header states, and has the
+    record's sample rate and length."""
+    if not record.audio_key:
+        return "the record names no audio object"
+    try:
+        prefix, size = storage.get_prefix(record.audio_key, audio_io.WAV_HEADER_BYTES)
+    except KeyError:
+        return "missing"
+    return audio_io.wav_problem(prefix, size, sample_rate=record.sample_rate, seconds=record.audio_seconds)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # synthesize
 
 
 def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: dict) -> str:
-    return cache_key("synthesis", item.text, item.voice, item.language, item.speed, item.seed, backend,
+    return cache_key("synthesis", item.text, item.voice, item.language, item.locale, item.speed, item.seed, backend,
                      voice_etag, params)
 
 
-def synthesis_is_current(record: dict | None, storage: Storage, layout: BatchLayout, key: str) -> bool:
-    """True when the item's synthesis record is for exactly these inputs and its audio is in place."""
-    return bool(record and record.get("status") == ItemStatus.SYNTHESIZED
-                and record.get("params", {}).get("cache_key") == key
-                and storage.exists(layout.audio(record.get("item_id", ""))))
+def synthesis_problem(record: SynthesisRecord | None, storage: Storage, key: str) -> str | None:
+    """Why the item's synthesis cannot be reused for these inputs, or None: the record must be a success for
+    exactly this cache key, and its audio object the audio it describes."""
+    if record is None:
+        return "no synthesis record"
+    if record.status != ItemStatus.SYNTHESIZED:
+        return f"last synthesis ended {record.status.value}"
+    if record.params.get("cache_key") != key:
+        return "made from other inputs"
+    problem = audio_problem(storage, record)
+    return f"{storage.uri(record.audio_key or '')}: {problem}" if problem else None
 
 
 def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, progress: Progress = log.info
@@ -127,13 +166,18 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
              for voice in dict.fromkeys(item.voice for item in chunk.items)}
 
     def already_done(item: ItemSpec) -> tuple[str, bool]:
-        """(the item's cache key, whether its current synthesis is in place); retracts a stale record."""
+        """(the item's cache key, whether its current synthesis is in place and valid); retracts a stale or
+        invalid record."""
         key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
-        record = storage.get_json_or_none(layout.synthesis(item.item_id))
-        if not force and synthesis_is_current(record, storage, layout, key):
+        record, unreadable = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)
+        if unreadable == "missing":
+            return key, False
+        problem = unreadable or synthesis_problem(record, storage, key)
+        if not force and problem is None:
             return key, True
-        if record is not None:  # retract it first: a kill before the new record must not leave it vouching
-            storage.delete(layout.synthesis(item.item_id))
+        log.info("synthesizing %s again: %s", item.item_id, problem or "force_rerender is set")
+        # Retract it first: a kill before the new record must not leave it vouching.
+        storage.delete(layout.synthesis(item.item_id))
         return key, False
 
     for position, (item, (key, done)) in enumerate(zip(chunk.items, storage.map(already_done, chunk.items)),
@@ -220,9 +264,12 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
 # align
 
 
-def _load_synthesis(storage: Storage, layout: BatchLayout, item_id: str) -> SynthesisRecord | None:
-    doc = storage.get_json_or_none(layout.synthesis(item_id))
-    return SynthesisRecord.model_validate(doc) if doc else None
+def _load_synthesis(storage: Storage, layout: BatchLayout, item_id: str) -> tuple[SynthesisRecord | None, str]:
+    """The item's synthesis record, or None and why it cannot be used."""
+    record, problem = read_record(storage, layout.synthesis(item_id), SynthesisRecord)
+    if problem == "missing":
+        return None, "no synthesis record: the synthesis step did not finish it"
+    return record, f"synthesis record {storage.uri(layout.synthesis(item_id))} {problem}"
 
 
 def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
@@ -275,9 +322,9 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     def examine(item: ItemSpec) -> tuple[str, object]:
         """("result", ItemResult) when there is nothing to align, ("done", ItemResult) when a current verdict
         exists, else ("todo", (synthesis, previous primary record, cache tag))."""
-        synthesis = _load_synthesis(storage, layout, item.item_id)
+        synthesis, unusable = _load_synthesis(storage, layout, item.item_id)
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
-            reason = synthesis.error if synthesis else "no synthesis record: the synthesis step did not finish it"
+            reason = synthesis.error if synthesis else unusable
             return "result", ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason)
         if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
             why = ("timing_method=google requested" if chunk.timing_method == "google"
@@ -289,15 +336,14 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
                 storage.put_json(key, record)
             return "result", ItemResult(item_id=item.item_id, status=record.status, error=why)
         tag = f"{backend}:{alignment_cache_key(backend, item, synthesis, storage.etag(synthesis.audio_key), settings)}"
-        existing = None if force else storage.get_json_or_none(layout.timing(item.item_id, backend))
-        if existing and existing.get("model") == tag and existing.get("status") in verdicts:
-            return "done", ItemResult(item_id=item.item_id, status=ItemStatus(existing["status"]),
-                                      error=existing.get("fallback_reason")
-                                      if existing["status"] != ItemStatus.ALIGNED else None)
+        existing = None if force else read_record(storage, layout.timing(item.item_id, backend), TimingRecord)[0]
+        if existing and existing.model == tag and existing.status in verdicts:
+            return "done", ItemResult(item_id=item.item_id, status=existing.status,
+                                      error=existing.fallback_reason if existing.status != ItemStatus.ALIGNED
+                                      else None)
         previous = None
         if not primary:
-            doc = storage.get_json_or_none(layout.timing(item.item_id, chunk.aligner))
-            previous = TimingRecord.model_validate(doc) if doc else None
+            previous = read_record(storage, layout.timing(item.item_id, chunk.aligner), TimingRecord)[0]
         return "todo", (synthesis, previous, tag)
 
     for position, (item, (kind, found)) in enumerate(zip(chunk.items, storage.map(examine, chunk.items)), start=1):
@@ -357,6 +403,8 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
     t0 = time.perf_counter()
     try:
         samples, rate = audio_io.from_wav_bytes(read_audio())
+        if synthesis.sample_rate and rate != synthesis.sample_rate:
+            raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
         faults.before_backend(item.item_id)
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
     except StorageError:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from narration.layout import BatchLayout, manifest_name
+from narration.encodings import check_encodings
+from narration.layout import SUBTITLE_FORMATS, BatchLayout, manifest_name
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.schema import ChunkSpec, ItemSpec, LineError
 from narration.settings import Settings
@@ -45,10 +46,21 @@ class BatchOptions(BaseModel):
     aligner: str = "pocketsphinx"
     timing_method: str = Field("primary", pattern="^(primary|google)$")
     force_fallback: list[str] = Field(default_factory=list)
-    formats: list[str] = Field(default_factory=lambda: ["srt", "vtt", "ass", "json", "csv"])
+    formats: list[str] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
     subtitle_profile: str = "netflix-adult"
+    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
+                                       "30); None keeps the profile's.")
     vtt_word_timestamps: bool = False
+    loudness_target_lufs: float | None = Field(None, ge=-60, le=-5, description="None: the configured target "
+                                               "(NARRATION_LOUDNESS_TARGET_LUFS).")
+    true_peak_ceiling_dbtp: float | None = Field(None, ge=-20, le=0)
+    audio_encodings: list[str] | None = Field(None, description="mp3, opus, m4a; None: the configured ones.")
     force_rerender: bool = False
+
+    @field_validator("audio_encodings")
+    @classmethod
+    def _known_encodings(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_encodings(value)
 
 
 class BatchPlan(BaseModel):
@@ -105,7 +117,7 @@ def plan_batch(
     errors: list[LineError] = []
     summaries: list[ManifestSummary] = []
     for key in manifest_keys:
-        name = manifest_name(key)
+        name = manifest_name(key, settings.incoming_prefix)
         try:
             parsed = parse_manifest(name, storage.get_bytes(key), ctx)
         except ManifestError as exc:

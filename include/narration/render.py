@@ -1,5 +1,6 @@
-"""The render step: pick each item's final timings (primary, else fallback), write its subtitle and word files,
-and write its result record last, which is also the item's row in the batch report.
+"""The render step: pick each item's final timings (primary, else fallback), deliver its audio (the master
+normalised to the loudness target, and the batch's encodings of it), write its subtitle and word files, and write
+its result record last, which is also the item's row in the batch report.
 
 The result record carries a content hash of everything the item's files were made from (S3 user metadata
 ``render-key``); a re-run finds it, sees the files in place and skips the item, unless ``force`` is set.
@@ -8,14 +9,19 @@ The result record carries a content hash of everything the item's files were mad
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 import traceback
+from dataclasses import dataclass, field
 
+from narration import audio as audio_io
+from narration.encodings import ENCODINGS, check_encodings, encode
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout
-from narration.pipeline import Progress, cache_key, load_chunk  # noqa: F401  (load_chunk re-exported for callers)
-from narration.report import item_row
+from narration.loudness import LoudnessError, normalise
+from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
+from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage, StorageError
@@ -31,13 +37,12 @@ RENDER_KEY = "render-key"  # S3 user metadata on result.json
 def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str,
                    fallback_unavailable: str | None) -> TimingRecord | None:
     """The timing record the item ships with: the primary's when it aligned, else the fallback's."""
-    primary_doc = storage.get_json_or_none(layout.timing(item_id, chunk.aligner))
-    primary = TimingRecord.model_validate(primary_doc) if primary_doc else None
+    primary = read_record(storage, layout.timing(item_id, chunk.aligner), TimingRecord)[0]
     if primary and primary.status == ItemStatus.ALIGNED:
         return primary
-    fallback_doc = storage.get_json_or_none(layout.timing(item_id, FALLBACK_BACKEND))
-    if fallback_doc:
-        return TimingRecord.model_validate(fallback_doc)
+    fallback = read_record(storage, layout.timing(item_id, FALLBACK_BACKEND), TimingRecord)[0]
+    if fallback:
+        return fallback
     if primary is None:
         return None
     why_not = fallback_unavailable or "the fallback step did not run for this item"
@@ -47,11 +52,32 @@ def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item
     })
 
 
+@dataclass(frozen=True)
+class AudioDelivery:
+    """What every item's delivered audio must be: its loudness target, true-peak ceiling and encodings."""
+
+    target_lufs: float
+    true_peak_ceiling_dbtp: float
+    encodings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def resolve(cls, settings: Settings, target_lufs: float | None = None, ceiling_dbtp: float | None = None,
+                encodings: list[str] | None = None) -> AudioDelivery:
+        """The batch's choices, each None falling back to the configured default."""
+        return cls(settings.loudness_target_lufs if target_lufs is None else target_lufs,
+                   settings.true_peak_ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp,
+                   check_encodings(list(settings.audio_encodings if encodings is None else encodings)))
+
+
 def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, formats: list[str],
                  profile_name: str, vtt_word_timestamps: bool = False, fallback_unavailable: str | None = None,
+                 fps: float | None = None, audio: AudioDelivery | None = None,
                  progress: Progress = log.info) -> ChunkResult:
+    """Render every item of the chunk; ``fps`` overrides the profile's frame rate (cue times snap to it) and
+    ``audio`` the configured loudness target, ceiling and encodings."""
     layout = BatchLayout(chunk.batch_id)
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, fps=fps)
+    audio = audio or AudioDelivery.resolve(settings)
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
     started = time.perf_counter()
@@ -60,26 +86,26 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
     def render_one(item: ItemSpec) -> tuple[ItemResult, bool]:
         """(the item's result, whether it was skipped as already rendered)."""
         t0 = time.perf_counter()
-        synth_doc = storage.get_json_or_none(layout.synthesis(item.item_id))
-        synthesis = SynthesisRecord.model_validate(synth_doc) if synth_doc else None
+        synthesis = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)[0]
         timing = None
         if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
             timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
         key = cache_key("render", synthesis.model_dump(mode="json") if synthesis else None,
-                        timing.model_dump(mode="json") if timing else None, formats, profile.name,
-                        vtt_word_timestamps, settings.low_confidence_scores)
-        expected = _expected_outputs(layout, item.item_id, synthesis, timing, formats)
+                        timing.model_dump(mode="json") if timing else None, formats, profile.model_dump(),
+                        vtt_word_timestamps, settings.low_confidence_scores, audio.__dict__)
+        expected = _expected_outputs(layout, item.item_id, synthesis, timing, formats, audio)
         current = None if force else storage.metadata(layout.result(item.item_id))
         if current is not None and current.get(RENDER_KEY) == key and expected <= set(
                 storage.list_keys(layout.item_prefix(item.item_id))):
-            row = storage.get_json(layout.result(item.item_id))
-            return ItemResult(item_id=item.item_id, status=ItemStatus(row["status"]), error=row.get("error")), True
+            row = _reusable_row(storage, layout, item.item_id)
+            if row is not None:
+                return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), True
         if current is not None:  # retract it first: a kill before the new record must not leave it vouching
             storage.delete(layout.result(item.item_id))
         try:
             faults.before_backend(item.item_id)
             row = _render_item(storage, settings, layout, chunk, item, synthesis, timing, formats, profile,
-                               vtt_word_timestamps)
+                               vtt_word_timestamps, audio)
             metadata = {RENDER_KEY: key}
         except StorageError:
             raise  # S3 is unreachable: the chunk fails and is retried; the item is not at fault
@@ -103,47 +129,94 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                        wall_s=round(time.perf_counter() - started, 4), skipped=skipped)
 
 
+def _reusable_row(storage: Storage, layout: BatchLayout, item_id: str) -> ItemReportRow | None:
+    """The item's result record when it and the words JSON it points to parse (the other files were checked to
+    exist; their content is fixed by the render key); None means render again."""
+    row = read_record(storage, layout.result(item_id), ItemReportRow)[0]
+    if row is None or not row.json_key:
+        return row
+    try:
+        json.loads(storage.get_bytes(row.json_key))
+    except (KeyError, ValueError) as exc:
+        log.warning("rendering %s again: %s is not valid JSON (%s)", item_id, storage.uri(row.json_key), exc)
+        return None
+    return row
+
+
 def _expected_outputs(layout: BatchLayout, item_id: str, synthesis: SynthesisRecord | None,
-                      timing: TimingRecord | None, formats: list[str]) -> set[str]:
+                      timing: TimingRecord | None, formats: list[str], audio: AudioDelivery) -> set[str]:
     """Every object a finished render of the item leaves under its prefix."""
     keys = {layout.result(item_id)}
     if synthesis is not None and synthesis.audio_key:
         keys.add(synthesis.audio_key)
+        keys.add(layout.delivery(item_id))
+        keys.update(layout.delivery_audio(item_id, name) for name in ["wav", *audio.encodings])
     if timing is not None and timing.status == ItemStatus.ALIGNED:
         keys.update(layout.subtitle(item_id, fmt) for fmt in formats)
     return keys
 
 
+def deliver_audio(storage: Storage, layout: BatchLayout, item_id: str, synthesis: SynthesisRecord,
+                  audio: AudioDelivery) -> tuple[dict[str, str], dict]:
+    """Normalise the item's take to the loudness target and write the WAV master and each encoding of it.
+
+    Returns the output keys by kind (``audio`` is the master) and the report row's loudness fields; the figures
+    and encoders also go to the item's delivery record. Audio too short or silent to measure ships at its own
+    level, and the row says why.
+    """
+    samples, rate = audio_io.from_wav_bytes(storage.get_bytes(synthesis.audio_key))
+    try:
+        delivered, loudness = normalise(samples, rate, audio.target_lufs, audio.true_peak_ceiling_dbtp)
+        error = None
+    except LoudnessError as exc:
+        delivered, loudness, error = samples, None, f"{exc}; delivered at its synthesised level"
+    outputs = {"audio": storage.put_bytes(layout.delivery_audio(item_id, "wav"), encode(delivered, rate, "wav"))}
+    for name in audio.encodings:
+        outputs[name] = storage.put_bytes(layout.delivery_audio(item_id, name), encode(delivered, rate, name))
+    storage.put_json(layout.delivery(item_id), {
+        "item_id": item_id, "sample_rate": rate, "duration_s": round(len(samples) / rate, 4),
+        "loudness": loudness.model_dump() if loudness else None, "loudness_error": error,
+        "encoders": {kind: ENCODINGS["wav" if kind == "audio" else kind][1] for kind in outputs}, "outputs": outputs,
+    })
+    fields = {"loudness_target_lufs": audio.target_lufs, "loudness_error": error}
+    if loudness is not None:
+        fields.update(loudness_lufs_before=loudness.integrated_lufs_before,
+                      true_peak_dbtp_before=loudness.true_peak_dbtp_before,
+                      loudness_lufs=loudness.integrated_lufs, true_peak_dbtp=loudness.true_peak_dbtp)
+    return outputs, fields
+
+
 def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chunk: ChunkSpec, item: ItemSpec,
                  synthesis: SynthesisRecord | None, timing: TimingRecord | None, formats: list[str], profile,
-                 vtt_word_timestamps: bool):
-    outputs: dict[str, str] = {}
+                 vtt_word_timestamps: bool, audio: AudioDelivery):
     if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
         error = synthesis.error if synthesis else "synthesis did not complete (no synthesis record)"
         return item_row(item, synthesis, status=ItemStatus.SYNTHESIS_FAILED, error=error)
-    outputs["audio"] = synthesis.audio_key
+    outputs, loudness_fields = deliver_audio(storage, layout, item.item_id, synthesis, audio)
     if timing is None or timing.status != ItemStatus.ALIGNED:
         error = timing.fallback_reason if timing else "alignment did not complete (no timing record)"
         row = item_row(item, synthesis, timing, outputs=outputs, status=ItemStatus.TIMING_FAILED, error=error,
                        low_confidence_below=settings.low_confidence_scores.get(timing.method) if timing else None)
         # No backend's timings ship with this item: name none (the reason lists what was tried).
-        return row.model_copy(update={"timing_method": None})
+        return row.model_copy(update={"timing_method": None, **loudness_fields})
     cues = segment_cues(timing.words, profile)
     metadata = {
         "item_id": item.item_id, "batch_id": chunk.batch_id, "method": timing.method,
         "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,
         "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
-        "synthesizer": synthesis.backend, "profile": profile.name,
+        "synthesizer": synthesis.backend, "profile": profile.name, "unspoken_words": item.unspoken_words,
     }
     documents = {
         "srt": lambda: subtitle_formats.to_srt(cues),
         "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words, inline_word_timestamps=vtt_word_timestamps),
         "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
+        "ttml": lambda: subtitle_formats.to_ttml(cues, item.locale, profile),
         "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
         "csv": lambda: subtitle_formats.to_words_csv(timing.words),
     }
     rendered = {fmt: documents[fmt]() for fmt in formats}  # every writer runs before anything is stored
     for fmt, text in rendered.items():
         outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), text)
-    return item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,
-                    low_confidence_below=settings.low_confidence_scores.get(timing.method))
+    row = item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,
+                   low_confidence_below=settings.low_confidence_scores.get(timing.method))
+    return row.model_copy(update=loudness_fields)

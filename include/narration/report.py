@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
 from narration.subtitles.segment import effective_spans
 
-OUTPUT_KINDS = ("audio", "srt", "vtt", "ass", "json", "csv")
+OUTPUT_KINDS = ("audio", "mp3", "m4a", "opus", "srt", "vtt", "ass", "ttml", "json", "csv")
 
 
 class ItemReportRow(BaseModel):
@@ -34,6 +34,8 @@ class ItemReportRow(BaseModel):
     language: str | None = None
     characters: int | None = None
     words: int | None = None
+    unspoken_words: str | None = Field(None, description="Words shown in the subtitles but not heard (a script "
+                                       "no backend speaks), space separated.")
     audio_seconds: float | None = None
     words_per_minute: float | None = None
     synthesizer: str | None = None
@@ -51,10 +53,20 @@ class ItemReportRow(BaseModel):
     )
     status: str
     error: str | None = None
-    audio_key: str | None = None
+    loudness_target_lufs: float | None = None
+    loudness_lufs_before: float | None = None
+    true_peak_dbtp_before: float | None = None
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    loudness_error: str | None = None
+    audio_key: str | None = Field(None, description="The loudness-normalised WAV master.")
+    mp3_key: str | None = None
+    m4a_key: str | None = None
+    opus_key: str | None = None
     srt_key: str | None = None
     vtt_key: str | None = None
     ass_key: str | None = None
+    ttml_key: str | None = None
     json_key: str | None = None
     csv_key: str | None = None
 
@@ -108,6 +120,7 @@ def item_row(
         language=item.language,
         characters=len(item.text),
         words=word_count,
+        unspoken_words=" ".join(item.unspoken_words) or None,
         audio_seconds=audio_seconds,
         words_per_minute=round(word_count * 60 / audio_seconds, 1) if audio_seconds else None,
         synthesizer=synthesis.backend if synthesis else None,
@@ -291,6 +304,41 @@ def _summary_value(value: Any) -> str:
     return str(value)
 
 
+def report_html_head(rows: Iterable[ItemReportRow], title: str = "Narration batch report") -> str:
+    """The page up to the item sections: title, summary and the report table."""
+    rows = list(rows)
+    summary = summarize(rows)
+    summary_items = "".join(
+        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
+    )
+    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
+    )
+
+
+REPORT_HTML_TAIL = f"<script>{_SCRIPT}</script></body></html>\n"
+
+
+def item_section(row: ItemReportRow, media: ItemMedia) -> str:
+    """One item's section: heading, <audio> player on its URL, SVG waveform with word boundaries, cue preview."""
+    heading = f"{html.escape(row.item_id)} <small>{html.escape(row.status)}</small>"
+    audio = (
+        f'<audio controls preload="none" src="{html.escape(media.audio_url, quote=True)}"></audio>'
+        if media.audio_url
+        else ""
+    )
+    wave = waveform_svg(media.samples, media.sample_rate, media.words)
+    return (
+        f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
+        f"<h2>{heading}</h2>{audio}"
+        f"{wave}{_cue_preview(media.cues)}</section>"
+    )
+
+
 def report_html(
     rows: Iterable[ItemReportRow],
     items_media: Mapping[str, ItemMedia] | None = None,
@@ -299,35 +347,10 @@ def report_html(
     """A self-contained HTML page: the summary, the report table and, per item in ``items_media`` (keyed by
     item_id), an <audio> player on its URL, an SVG waveform with word boundaries and the cue preview
     (clicking a cue plays from it). All text is HTML-escaped; nothing but the audio is loaded from elsewhere.
+    A batch's page is written piece by piece from the same functions (``narration.deliver``).
     """
     rows = list(rows)
     items_media = items_media or {}
-    summary = summarize(rows)
-    summary_items = "".join(
-        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
-    )
-    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
-    sections = []
-    for row in rows:
-        media = items_media.get(row.item_id) if row.item_id is not None else None
-        if media is None:
-            continue
-        heading = f"{html.escape(row.item_id)} <small>{html.escape(row.status)}</small>"
-        audio = (
-            f'<audio controls preload="none" src="{html.escape(media.audio_url, quote=True)}"></audio>'
-            if media.audio_url
-            else ""
-        )
-        wave = waveform_svg(media.samples, media.sample_rate, media.words)
-        sections.append(
-            f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
-            f"<h2>{heading}</h2>{audio}"
-            f"{wave}{_cue_preview(media.cues)}</section>"
-        )
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>"
-        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
-        f"{''.join(sections)}<script>{_SCRIPT}</script></body></html>\n"
-    )
+    sections = [item_section(row, items_media[row.item_id]) for row in rows
+                if row.item_id is not None and row.item_id in items_media]
+    return report_html_head(rows, title) + "".join(sections) + REPORT_HTML_TAIL

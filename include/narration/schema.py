@@ -36,7 +36,11 @@ class ItemSpec(Model):
     text: str
     voice: str
     language: str = "en"
+    locale: str = Field("en-us", description="The full language tag (en, en-us, en-gb): reading conventions "
+                        "such as the order of day and month in 3/4/2025.")
     speed: float = 1.0
+    unspoken_words: list[str] = Field(default_factory=list, description="Words of the text in a script no "
+                                      "backend speaks: shown in the subtitles but not heard.")
     manifest: str
     line: int
     seed: int | None = None
@@ -66,6 +70,8 @@ class ScriptToken(Model):
     index: int
     original: str
     spoken: list[str]
+    unspoken: list[str] = Field(default_factory=list, description="Parts of the token no backend can speak "
+                                "(a script other than Latin): shown in subtitles, never heard.")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
     s3_outage_retry_s: float = Field(30.0, ge=0, description="How long an unreachable S3 is retried, with "
                                      "exponential backoff, before a step fails.")
+    s3_preflight_retry_s: float = Field(10.0, ge=0, description="How long planning waits for an S3 that does "
+                                        "not answer before it fails the run as misconfigured (no task retries).")
     s3_max_attempts: int = Field(8, ge=1, description="botocore retry attempts (adaptive backoff).")
     s3_concurrency: int = Field(8, ge=1, le=64, description="Items whose S3 reads and writes a task runs at once "
                                 "(rendering, reports); 1 = one after another.")
@@ -58,6 +60,22 @@ class Settings(BaseSettings):
         default_factory=lambda: {"pocketsphinx": 0.1, "whisperx": 0.5, "google": 0.5},
         description="Per aligner: words scored below this are counted as low confidence (scores are backend-specific).",
     )
+
+    # Audio delivery: every item's master is normalised to this loudness; the encodings ship beside it.
+    loudness_target_lufs: float = Field(-23.0, ge=-60, le=-5, description="Integrated loudness (LUFS) of every "
+                                        "delivered item: EBU R128 broadcast -23, web and podcasts about -16.")
+    true_peak_ceiling_dbtp: float = Field(-1.0, ge=-20, le=0, description="True peak no delivered item exceeds.")
+    audio_encodings: list[str] = Field(default_factory=list, description="Delivery encodings beside the WAV "
+                                       "master: mp3, opus (soundfile) and m4a (AAC, needs ffmpeg).")
+
+    @field_validator("audio_encodings")
+    @classmethod
+    def _known_encodings(cls, value: list[str]) -> list[str]:
+        if not value:  # settings validate their defaults too: the DAG file reads Settings, keep numpy out of it
+            return value
+        from narration.encodings import check_encodings
+
+        return check_encodings(value)
 
     # Model locations (a model cache volume in production)
     model_dir: str = Field("/models", description="Root of the local model cache.")

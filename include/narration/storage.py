@@ -5,7 +5,9 @@ reader ever sees a half-written object. Per-item records are written after the f
 presence means the item's outputs are complete.
 
 An unreachable S3 (connection refused or dropped, timeouts, 5xx) is retried: botocore's own quick retries first,
-then exponential backoff for up to ``s3_outage_retry_s`` seconds, then a :class:`StorageError` that says so.
+then exponential backoff for up to ``s3_outage_retry_s`` seconds, then a :class:`StorageUnreachable` that says so.
+A request S3 answered with a refusal (no such bucket, access denied, bad credentials) is not retried: it raises
+:class:`StorageRefused` at once, since asking again cannot change the answer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import boto3.exceptions
 import botocore.exceptions
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from narration.settings import Settings
 
@@ -41,12 +43,16 @@ MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 CONTENT_TYPES = {
     ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".opus": "audio/ogg; codecs=opus",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".csv": "text/csv; charset=utf-8",
     ".srt": "application/x-subrip; charset=utf-8",
     ".vtt": "text/vtt; charset=utf-8",
     ".ass": "text/x-ssa; charset=utf-8",
+    ".ttml": "application/ttml+xml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
 }
@@ -54,6 +60,26 @@ CONTENT_TYPES = {
 
 class StorageError(RuntimeError):
     """S3 could not be reached or refused a request after the configured retries."""
+
+
+class StorageUnreachable(StorageError):
+    """S3 did not answer (no connection, dropped connections, timeouts, 5xx) for the whole outage window: a later
+    attempt may succeed."""
+
+
+class StorageRefused(StorageError):
+    """S3 answered and refused the request (the bucket does not exist, access is denied, the credentials are
+    wrong): retrying cannot help, the configuration must change. ``code`` is S3's error code."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+REFUSAL_MEANINGS = {"NoSuchBucket": "the bucket does not exist", "AccessDenied": "access is denied (forbidden)",
+                    "403": "access is denied (forbidden)", "InvalidAccessKeyId": "the access key is not known",
+                    "SignatureDoesNotMatch": "the secret key does not match the access key",
+                    "AllAccessDisabled": "access is disabled", "InvalidBucketName": "the bucket name is invalid"}
 
 
 def _error_chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -78,7 +104,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _is_missing(exc: BaseException) -> bool:
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in MISSING_CODES
+    """A "no such object" (or an empty object's range) answer: the caller's to interpret, not a refusal."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in MISSING_CODES | {
+        "InvalidRange"}
 
 
 def _content_type(key: str) -> str:
@@ -141,6 +169,24 @@ class Storage:
                     future.cancel()
                 raise
 
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:
+        """Like :meth:`map`, but yields results in input order as they come, with at most ``ahead`` (default
+        twice ``concurrency``) items started and not yet consumed: memory stays bounded whatever the number of
+        items. A failure is raised when its item's turn comes; items not yet started are then not started."""
+        ahead = ahead or 2 * self.concurrency
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="s3") as pool:
+            pending: collections.deque[Future] = collections.deque()
+            try:
+                for item in items:
+                    if len(pending) >= ahead:
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(fn, item))
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
@@ -161,7 +207,7 @@ class Storage:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=RETRY_FIRST_WAIT_S, max=RETRY_MAX_WAIT_S),
-            stop=stop_after_delay(self.outage_retry_s),
+            stop=stop_before_delay(self.outage_retry_s),  # no wait that would end past the window
             before_sleep=log_retry,
             reraise=True,
         )
@@ -172,10 +218,13 @@ class Storage:
                 raise
             attempts = retrying.statistics.get("attempt_number", 1)
             if is_transient(exc):
-                raise StorageError(
+                raise StorageUnreachable(
                     f"S3 at {self.endpoint} unreachable: could not {action} {self.uri(key)} in {attempts} "
                     f"attempt(s) over {time.monotonic() - started:.1f} s ({type(exc).__name__}: {exc})") from exc
-            raise StorageError(f"cannot {action} {self.uri(key)}: {type(exc).__name__}: {exc}") from exc
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+            meaning = REFUSAL_MEANINGS.get(str(code), "S3 refused the request")
+            raise StorageRefused(f"S3 at {self.endpoint} refused to {action} {self.uri(key)}: {meaning} "
+                                 f"({type(exc).__name__}: {exc})", code=code) from exc
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -236,6 +285,21 @@ class Storage:
         except ClientError as exc:
             raise KeyError(self.uri(key)) from exc
 
+    def get_prefix(self, key: str, length: int) -> tuple[bytes, int]:
+        """The object's first ``length`` bytes (one ranged GET) and its whole size; KeyError when it is missing."""
+        def read() -> tuple[bytes, int]:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")
+            data = response["Body"].read()
+            total = response.get("ContentRange", "").rpartition("/")[2]
+            return data, int(total) if total.isdigit() else len(data)
+
+        try:
+            return self._call("read", key, read)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object
+                return b"", 0
+            raise KeyError(self.uri(key)) from exc
+
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode("utf-8")
 
@@ -274,6 +338,15 @@ class Storage:
                     for obj in page.get("Contents", [])]
 
         return iter(self._call("list", prefix, listing))
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Key -> size in bytes of every object under ``prefix`` (one listing request per thousand keys)."""
+        def listing() -> dict[str, int]:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return {obj["Key"]: obj["Size"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                    for obj in page.get("Contents", [])}
+
+        return self._call("list", prefix, listing)
 
     def download_file(self, key: str, path: str) -> str:
         # s3transfer writes to a temporary name and renames it on completion: no partial file at ``path``.

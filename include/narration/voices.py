@@ -39,6 +39,9 @@ class VoiceInfo(BaseModel):
     loudness_dbfs: float
     espeak_voice: str = "en-us"
     transcript_source: str = Field(TRANSCRIPT_GIVEN, description="'given', or 'asr:<model>' when transcribed.")
+    source_audio: str | None = Field(None, description="What was uploaded (container, sample format, rate, "
+                                     "channels); the library stores it as mono 16-bit WAV.")
+    downmixed_from_channels: int | None = Field(None, description="Channels averaged into the mono reference.")
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     extra: dict = Field(default_factory=dict)
 
@@ -48,12 +51,18 @@ def validate_voice_id(voice_id: str) -> None:
         raise VoiceError(f"voice id {voice_id!r} must be letters, digits, '.', '_' or '-' (no '..', no '/')")
 
 
-def validate_reference_audio(voice_id: str, wav: bytes) -> tuple[int, float, float]:
-    """Check a reference recording; returns (sample_rate, duration_s, loudness_dbfs) or raises VoiceError."""
+def decode_reference(voice_id: str, data: bytes) -> audio_io.DecodedAudio:
     try:
-        samples, rate = audio_io.from_wav_bytes(wav)
+        return audio_io.decode_audio(data)
     except audio_io.AudioError as exc:
         raise VoiceError(f"voice {voice_id!r}: reference is not usable audio: {exc}") from exc
+
+
+def validate_reference_audio(voice_id: str, wav: bytes) -> tuple[int, float, float]:
+    """Check a reference recording (WAV of any sample format, or FLAC; channels are down-mixed); returns
+    (sample_rate, duration_s, loudness_dbfs) or raises VoiceError."""
+    decoded = decode_reference(voice_id, wav)
+    samples, rate = decoded.samples, decoded.sample_rate
     if rate < MIN_SAMPLE_RATE:
         raise VoiceError(f"voice {voice_id!r}: reference is sampled at {rate} Hz, under the {MIN_SAMPLE_RATE} Hz "
                          "minimum")
@@ -109,9 +118,19 @@ def transcribe_reference(voice_id: str, wav: bytes, language: str = "en",
 
 def upload_voice(
     storage: Storage, voice_id: str, wav: bytes, transcript: str | None, *, language: str = "en",
-    espeak_voice: str = "en-us", extra: dict | None = None, settings: Settings | None = None,
+    espeak_voice: str = "en-us", extra: dict | None = None, settings: Settings | None = None, replace: bool = False,
 ) -> VoiceInfo:
-    """Validate and store a reference; ``transcript=None`` has ASR produce it (an empty string is refused)."""
+    """Validate and store a reference; ``transcript=None`` has ASR produce it (an empty string is refused).
+
+    The library keeps a mono 16-bit WAV of what was uploaded (any WAV sample format or FLAC; several channels are
+    averaged, and ``downmixed_from_channels`` says so). An existing voice is replaced only with ``replace``.
+    """
+    validate_voice_id(voice_id)
+    if not replace and storage.exists(voice_meta_key(voice_id)):
+        raise VoiceError(f"voice {voice_id!r} already exists; pass --force (replace=True) to replace it")
+    decoded = decode_reference(voice_id, wav)
+    if (decoded.container, decoded.subtype, decoded.channels) != ("WAV", "PCM_16", 1):
+        wav = audio_io.to_wav_bytes(decoded.samples, decoded.sample_rate)
     source = TRANSCRIPT_GIVEN
     if transcript is None:
         validate_voice_id(voice_id)
@@ -121,7 +140,8 @@ def upload_voice(
         rate, duration, loudness = validate_reference(voice_id, wav, transcript)
     info = VoiceInfo(voice_id=voice_id, language=language, transcript=transcript.strip(), sample_rate=rate,
                      duration_s=round(duration, 3), loudness_dbfs=round(loudness, 1), espeak_voice=espeak_voice,
-                     transcript_source=source, extra=extra or {})
+                     transcript_source=source, source_audio=decoded.description,
+                     downmixed_from_channels=decoded.channels if decoded.channels > 1 else None, extra=extra or {})
     storage.put_bytes(voice_reference_key(voice_id), wav)
     storage.put_json(voice_meta_key(voice_id), info)  # metadata last: its presence means the voice is complete
     return info

@@ -3,8 +3,13 @@ logical date and run_after: running the same entry again re-runs the same batch 
 clearing a DAG run would. One process serves every run, so Airflow starts once.
 
 ``python -m tests.reliability.dag_runner PLAN.json`` where the plan is a list of
-``{"name": ..., "when": ISO 8601, "conf": {...}, "env": {...}}``. Everything the runs log goes to stdout/stderr
-(the test keeps it as the task log); each run is framed by ``@@@ begin NAME`` and ``@@@ end NAME {json}`` lines.
+``{"name": ..., "when": ISO 8601, "conf": {...}, "env": {...}, "before": [...]}``; ``before`` lists changes made to
+S3 just before the run, as a fault would make them between runs: ``{"bucket", "key", "op": "put", "text"}``,
+``{"bucket", "key", "op": "truncate", "bytes": N}`` (keep the first N bytes), ``{"bucket", "key", "op": "garbage",
+"bytes": N}`` (replace with N random bytes) or ``{"bucket", "key", "op": "delete"}``. With ``"snapshot": BUCKET``
+the run's report files are copied to ``snapshots/NAME/<their key>`` after it, so later runs cannot hide them.
+Everything the runs log goes to stdout/stderr (the test keeps it as the task log); each run is framed by
+``@@@ begin NAME`` and ``@@@ end NAME {json}`` lines.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from datetime import datetime, timedelta, timezone
 
@@ -30,6 +36,7 @@ def main() -> int:
     from tests.dag_runs import load_dag
 
     for run in runs:
+        apply_changes(run.get("before", []))
         saved = {key: os.environ.get(key) for key in run.get("env", {})}
         os.environ.update(run.get("env", {}))
         print(f"{MARK} begin {run['name']} {datetime.now(timezone.utc).isoformat()}", flush=True)
@@ -47,10 +54,42 @@ def main() -> int:
                 else:
                     os.environ[key] = value
         sys.stderr.flush()
+        if run.get("snapshot"):
+            snapshot_reports(run["snapshot"], run["name"])
         result = {"state": str(getattr(dag_run.state, "value", dag_run.state)), "run_id": dag_run.run_id,
-                  "task_instances": task_instances(dag_run.run_id)}
+                  "ended": datetime.now(timezone.utc).isoformat(), "task_instances": task_instances(dag_run.run_id)}
         print(f"{MARK} end {run['name']} {json.dumps(result)}", flush=True)
     return 0
+
+
+def apply_changes(changes: list[dict]) -> None:
+    from narration.settings import Settings
+    from narration.storage import Storage
+
+    for change in changes:
+        storage = Storage.from_settings(Settings(bucket=change["bucket"]))
+        key, op = change["key"], change["op"]
+        if op == "put":
+            storage.put_text(key, change["text"])
+        elif op == "truncate":
+            storage.put_bytes(key, storage.get_bytes(key)[:change["bytes"]])
+        elif op == "garbage":
+            storage.put_bytes(key, random.Random(key).randbytes(change["bytes"]))
+        elif op == "delete":
+            storage.delete(key)
+        else:
+            raise ValueError(f"unknown change {op!r}")
+        print(f"{MARK} changed s3://{change['bucket']}/{key}: {op}", flush=True)
+
+
+def snapshot_reports(bucket: str, name: str) -> None:
+    from narration.settings import Settings
+    from narration.storage import Storage
+
+    storage = Storage.from_settings(Settings(bucket=bucket))
+    for key in storage.list_keys("batches/"):
+        if key.rsplit("/", 1)[1] in ("report.csv", "report.html", "summary.json"):
+            storage.copy(key, f"snapshots/{name}/{key}")
 
 
 def task_instances(run_id: str) -> list[dict]:

@@ -2,13 +2,15 @@
 connection, then comes back on the same port (moto itself would lose its data if restarted).
 
 An outage starts on demand or when a request matching a pattern passes (e.g. the align step's GET of one item's
-audio), so it lands at a known point of a batch.
+audio), so it lands at a known point of a batch. A request can also be cut mid-body: the proxy forwards its
+headers and part of its body, then resets both connections, as a network that drops in the middle of an upload.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import struct
 import threading
 import time
 
@@ -24,6 +26,9 @@ class OutageProxy:
         self._trigger_outage_s: float | None = None
         self.outages: list[tuple[float, float | None]] = []  # (started, ended) monotonic times
         self.triggered_by: bytes | None = None
+        self._cut: tuple[re.Pattern[bytes], int, float | None] | None = None
+        self.cut_request: bytes | None = None
+        self.cut_after_body_bytes: int | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -81,6 +86,11 @@ class OutageProxy:
         self._trigger = re.compile(pattern)
         self._trigger_outage_s = outage_s
 
+    def cut_when(self, pattern: bytes, body_bytes: int, outage_s: float | None = 0.0) -> None:
+        """The first request matching ``pattern`` gets its headers and ``body_bytes`` of its body forwarded, then
+        both connections are reset (RST) and an outage of ``outage_s`` follows (0: none, None: until restored)."""
+        self._cut = (re.compile(pattern), body_bytes, outage_s)
+
     # -- plumbing ----------------------------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
@@ -105,11 +115,32 @@ class OutageProxy:
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        body_budget: int | None = None  # body bytes still to forward before the cut, once armed
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
+                if from_client and body_budget is None and self._cut is not None and self._cut[0].search(data):
+                    pattern, body_budget, cut_outage_s = self._cut
+                    self._cut = None
+                    self.cut_request = data.split(b"\r\n", 1)[0]
+                    head_end = data.find(b"\r\n\r\n")
+                    sink.sendall(data[:head_end + 4])
+                    data = data[head_end + 4:]
+                    self.cut_after_body_bytes = 0
+                if from_client and body_budget is not None:
+                    forward = data[:body_budget]
+                    sink.sendall(forward)
+                    body_budget -= len(forward)
+                    self.cut_after_body_bytes += len(forward)
+                    if body_budget > 0:
+                        continue
+                    _reset(source)
+                    _reset(sink)
+                    if cut_outage_s != 0:
+                        self.outage(cut_outage_s)
+                    return
                 if from_client and self._trigger is not None and self._trigger.search(data):
                     self._trigger = None
                     self.triggered_by = data.split(b"\r\n", 1)[0]
@@ -124,6 +155,15 @@ class OutageProxy:
             with self._lock:
                 self._connections.discard(source)
                 self._connections.discard(sink)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST instead of a FIN, as a dropped network link looks to both ends."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
 
 
 def _close(sock: socket.socket) -> None:

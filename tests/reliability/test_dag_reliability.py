@@ -8,12 +8,9 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,79 +18,12 @@ import pytest
 
 from narration.layout import BatchLayout
 from narration.local_s3 import LOCAL_SECRET_KEY
-from narration.settings import Settings
 from narration.storage import Storage
-from narration.voices import upload_voice
 from tests.dag_runs import jsonl
-from tests.reliability.dag_runner import MARK
+from tests.reliability.runs import ITEM_FILES, DagRunRecord, item_files, new_bucket, run_dags
 from tests.reliability.s3proxy import OutageProxy
 
 pytestmark = pytest.mark.dag_run
-
-REPO = Path(__file__).resolve().parents[2]
-NARRATOR_TEXT = "This is the narrator's reference voice for the tests."
-ITEM_FILES = {"audio.wav", "synthesis.json", "timing-pocketsphinx.json", "subtitles.srt", "subtitles.vtt",
-              "subtitles.ass", "words.json", "words.csv", "result.json"}
-# Google fallback off (no endpoint here) and no chaos rules unless a run sets them.
-NOT_INHERITED = ("NARRATION_GOOGLE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
-             "NARRATION_FAULTS")
-
-
-@dataclass
-class DagRunRecord:
-    name: str
-    state: str
-    run_id: str
-    began: datetime
-    log: str
-    xcoms: dict[tuple[str, int], object] = field(default_factory=dict)
-    tries: dict[tuple[str, int], int] = field(default_factory=dict)
-    states: dict[tuple[str, int], str] = field(default_factory=dict)
-
-
-def run_dags(runs: list[dict], log_dir: Path) -> dict[str, DagRunRecord]:
-    """All runs in one Airflow process (tests/reliability/dag_runner.py); its output is the runs' task log."""
-    plan = log_dir / "plan.json"
-    plan.write_text(json.dumps(runs))
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "include"), env.get("PYTHONPATH", "")])
-    log_path = log_dir / "dag-runs.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "tests.reliability.dag_runner", str(plan), "--retry-delay-s",
-                               "2"], check=False, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, timeout=600)
-    text = log_path.read_text(errors="replace")
-    assert proc.returncode == 0, text[-4000:]
-    records: dict[str, DagRunRecord] = {}
-    for chunk in text.split(f"{MARK} begin ")[1:]:
-        header, _, body = chunk.partition("\n")
-        name, began = header.split(" ", 1)
-        log_part, _, tail = body.partition(f"{MARK} end {name} ")
-        result = json.loads(tail.splitlines()[0])
-        record = DagRunRecord(name=name, state=result["state"], run_id=result["run_id"],
-                              began=datetime.fromisoformat(began), log=log_part)
-        for ti in result["task_instances"]:
-            key = (ti["task_id"], ti["map_index"])
-            record.xcoms[key], record.tries[key], record.states[key] = ti["xcom"], ti["try_number"], ti["state"]
-        records[name] = record
-    assert sorted(records) == sorted(r["name"] for r in runs), text[-3000:]
-    return records
-
-
-def item_files(storage: Storage, batch_id: str) -> dict[str, set[str]]:
-    root = BatchLayout(batch_id).root + "items/"
-    out: dict[str, set[str]] = {}
-    for key in storage.list_keys(root):
-        item_id, name = key.removeprefix(root).split("/", 1)
-        out.setdefault(item_id, set()).add(name)
-    return out
-
-
-def new_bucket(name: str, narrator_wav: bytes) -> Storage:
-    storage = Storage.from_settings(Settings(bucket=f"{name}-{uuid.uuid4().hex[:8]}"))
-    storage.ensure_bucket()
-    upload_voice(storage, "narrator", narrator_wav, NARRATOR_TEXT)
-    return storage
-
 
 # -- a clean batch, then the same batch again ---------------------------------------------------------------
 
@@ -134,7 +64,7 @@ def test_presigned_links_expire_as_configured_and_cover_only_the_batch(batches):
     assert summary["presigned_url_expiry_s"] == 3600
     urls = [summary["downloads"]["report_csv"], summary["downloads"]["report_html"]]
     urls += [u for links in summary["downloads"]["items"].values() for u in links.values()]
-    assert len(urls) == 2 + 3 * 6
+    assert len(urls) == 2 + 3 * 7  # the reports, and per item the audio master and six subtitle/word files
     for url in urls:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qs(parts.query)
@@ -245,7 +175,11 @@ def test_after_faults_the_report_accounts_for_every_input_line(batches):
         1: "done", 2: "done", 3: "quarantined", 4: "synthesis_failed", 6: "quarantined", 7: "done"}
     assert "invalid JSON" in by_line[3]["error"] and "id must be" in by_line[6]["error"]
     assert "InjectedFault" in by_line[4]["error"]
-    assert storage.get_bytes(f"processed/{batches.faults_id}/faults.jsonl") == jsonl(*FAULT_LINES)
+    # f3 has no audio: the manifest waits in incomplete/ (not processed/), and the summary says what is missing.
+    assert storage.get_bytes(f"incomplete/{batches.faults_id}/faults.jsonl") == jsonl(*FAULT_LINES)
+    verdict = storage.get_json(layout.summary)["manifests"][f"processing/{batches.faults_id}/faults.jsonl"]
+    assert verdict == {"state": "incomplete", "valid_lines": 4, "delivered": 3,
+                       "missing": {"f3": ["audio", "srt", "vtt", "ass", "json", "csv"]}}
 
 
 # -- security: what the runs left behind --------------------------------------------------------------------

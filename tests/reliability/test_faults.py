@@ -27,7 +27,7 @@ from tests.dag_runs import jsonl
 FORMATS = ["srt", "vtt", "ass", "json", "csv"]
 SYNTH_FILES = {"audio.wav", "synthesis.json"}
 ALL_FILES = SYNTH_FILES | {"timing-pocketsphinx.json", "subtitles.srt", "subtitles.vtt", "subtitles.ass",
-                           "words.json", "words.csv", "result.json"}
+                           "words.json", "words.csv", "narration.wav", "delivery.json", "result.json"}
 
 
 def plan_items(storage, batch_id: str, ids: list[str]):
@@ -173,3 +173,42 @@ def test_a_long_s3_outage_fails_the_chunk_clearly_with_nothing_half_written(stor
     result = synthesize_chunk(proxied, Settings(), chunk)
     assert (result.model_loads, result.skipped) == (1, 1)
     assert files_of(storage, "outage") == {f"d{n}": SYNTH_FILES for n in range(1, 4)}
+
+
+def test_a_worker_killed_by_a_signal_is_reported_as_killed_by_that_signal(storage, narrator, monkeypatch):
+    from operators.worker import LocalWorkerOperator, WorkerError
+
+    chunk_key, chunk = plan_items(storage, "signalled", ["s1", "s2"])
+    monkeypatch.setenv(ENV_VAR, json.dumps([{"step": "synthesize", "kill_after": 1}]))
+    operator = LocalWorkerOperator(task_id="synthesize", step="synthesize",
+                                   chunk={"key": chunk_key, "label": "c0000 s1..s2 (2)"})
+    with pytest.raises(WorkerError, match=r"narration synthesize for chunk c0000 s1\.\.s2 \(2\) was killed by "
+                                          r"SIGKILL \(out of memory, or killed from outside\) before it printed"):
+        operator.execute(context={})
+    assert files_of(storage, "signalled") == {"s1": SYNTH_FILES}
+
+
+def test_a_connection_dropped_mid_upload_leaves_no_partial_object_and_the_item_is_redone(storage, narrator,
+                                                                                        s3_proxy):
+    from narration.pipeline import audio_problem, read_record
+    from narration.schema import SynthesisRecord
+
+    _, chunk = plan_items(storage, "cut", ["u1", "u2", "u3"])
+    proxied = proxied_storage(s3_proxy, storage.bucket, outage_retry_s=2.0, attempts=2)
+    layout = BatchLayout("cut")
+    # u2's audio upload: headers and 20,000 bytes of the body reach S3, then the link drops and stays down.
+    s3_proxy.cut_when(rb"PUT /[^ ]*/items/u2/audio\.wav", body_bytes=20_000, outage_s=None)
+    with pytest.raises(StorageError, match="unreachable"):
+        synthesize_chunk(proxied, Settings(), chunk)
+    assert b"items/u2/audio.wav" in s3_proxy.cut_request and s3_proxy.cut_after_body_bytes == 20_000
+
+    # Behind the proxy, S3 holds nothing of the cut upload: no partial audio, no record.
+    assert files_of(storage, "cut") == {"u1": SYNTH_FILES}
+    s3_proxy.restore()
+    retry = synthesize_chunk(proxied, Settings(), chunk)
+    assert (retry.model_loads, retry.skipped) == (1, 1)
+    assert [i.status.value for i in retry.items] == ["synthesized"] * 3
+    record, _ = read_record(storage, layout.synthesis("u2"), SynthesisRecord)
+    assert audio_problem(storage, record) is None, "u2's audio is whole and is what its record describes"
+    assert len(storage.get_bytes(layout.audio("u2"))) > 20_000
+    assert files_of(storage, "cut") == {f"u{n}": SYNTH_FILES for n in range(1, 4)}

@@ -1,5 +1,6 @@
-"""Manifest lifecycle against the real S3 server: incoming -> processing -> processed | failed, claimed by one run
-only, original bytes kept, moved on only once every valid line has its outputs and the report is written."""
+"""Manifest lifecycle against the real S3 server: incoming -> processing -> processed | incomplete | failed, claimed
+by one run only, original bytes kept, moved to processed/ only once every valid line has its deliverables and the
+report is written, to incomplete/ (saying what is missing) otherwise, and on from there by a run that completes it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 from narration import lifecycle
 from narration.deliver import write_batch_report
-from narration.pipeline import load_chunk
+from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, load_plan, plan_batch
 from narration.render import render_chunk
 from narration.settings import Settings
@@ -58,7 +59,7 @@ def test_a_manifest_another_run_already_finished_is_skipped_cleanly(storage):
     storage.put_bytes("incoming/late.txt", b"One line.\n")
     stale_listing = lifecycle.discover(storage, None)
     assert lifecycle.claim(storage, "first", stale_listing) == ["processing/first/late.txt"]
-    lifecycle.finish(storage, "first", {"processing/first/late.txt": True})
+    lifecycle.finish(storage, "first", {"processing/first/late.txt": "processed"})
 
     assert lifecycle.claim(storage, "second", stale_listing) == []
     assert list(storage.list_keys(lifecycle.LOCKS)) == [], "no lock may be left behind by the skipped claim"
@@ -70,11 +71,22 @@ def test_original_bytes_are_kept_and_same_named_manifests_do_not_collide(storage
     storage.put_bytes("incoming/desk-b/news.txt", b"The other desk's news.\n")
     claimed = lifecycle.claim(storage, "b1", lifecycle.discover(storage, None))
     assert claimed == ["processing/b1/desk-a/news.txt", "processing/b1/desk-b/news.txt"]
-    moved = lifecycle.finish(storage, "b1", {"processing/b1/desk-a/news.txt": True})
+    moved = lifecycle.finish(storage, "b1", {"processing/b1/desk-a/news.txt": "processed"})
+    # A manifest the outcomes do not name has no verdict: incomplete, never processed.
     assert moved == {"processing/b1/desk-a/news.txt": "processed/b1/desk-a/news.txt",
-                     "processing/b1/desk-b/news.txt": "failed/b1/desk-b/news.txt"}
+                     "processing/b1/desk-b/news.txt": "incomplete/b1/desk-b/news.txt"}
     assert storage.get_bytes("processed/b1/desk-a/news.txt") == HOSTILE_BYTES
-    assert storage.get_bytes("failed/b1/desk-b/news.txt") == b"The other desk's news.\n"
+    assert storage.get_bytes("incomplete/b1/desk-b/news.txt") == b"The other desk's news.\n"
+
+
+def test_a_manifest_held_by_another_batch_is_left_alone_and_named_with_its_holder(storage):
+    storage.put_bytes("incoming/held.txt", b"Someone else's.\n")
+    assert lifecycle.claim(storage, "owner", ["incoming/held.txt"]) == ["processing/owner/held.txt"]
+    storage.put_bytes("incoming/held.txt", b"Dropped again while the owner runs.\n")
+    claim = lifecycle.claim_manifests(storage, "latecomer", ["incoming/held.txt"])
+    assert claim.claimed == [] and claim.held == {"incoming/held.txt": "owner"}
+    assert lifecycle.holder(storage, "incoming/held.txt") == "owner"
+    assert storage.get_bytes("incoming/held.txt") == b"Dropped again while the owner runs.\n"
 
 
 def test_a_retried_claim_completes_an_interrupted_move_but_keeps_a_new_drop(storage):
@@ -91,34 +103,66 @@ def test_a_retried_claim_completes_an_interrupted_move_but_keeps_a_new_drop(stor
     assert storage.get_bytes("incoming/fresh.txt") == b"Dropped tonight.\n", "a different file is left for later"
 
 
-def test_manifests_move_on_only_after_every_valid_line_has_outputs_and_the_report(storage, narrator):
+def test_manifests_move_on_only_when_every_valid_line_has_its_deliverables(storage, narrator):
     storage.put_bytes("incoming/good.jsonl", jsonl({"id": "g1", "text": "First."}, {"id": "g2", "text": "Second."}))
     storage.put_bytes("incoming/bad.jsonl", jsonl("{not json"))
     batch = "lc"
     keys = lifecycle.claim(storage, batch, lifecycle.discover(storage, None))
-    plan = plan_batch(storage, Settings(), batch, keys, BatchOptions(chunk_size=1), {"narrator"})
+    plan = plan_batch(storage, Settings(), batch, keys, BatchOptions(chunk_size=1, formats=["srt"]), {"narrator"})
     good, bad = "processing/lc/good.jsonl", "processing/lc/bad.jsonl"
-    assert lifecycle.manifest_outcomes(storage, batch) == {bad: False, good: False}
+    # No report yet: nothing vouches for the outputs.
+    assert lifecycle.manifest_outcomes(storage, batch) == {bad: "failed", good: "incomplete"}
 
-    # The render step writes each item's result record (here: no audio was made, so they end synthesis_failed).
-    chunk = load_chunk(storage, plan.chunks[0].key)
-    render_chunk(storage, Settings(), chunk, formats=["srt"], profile_name="netflix-adult")
-    assert lifecycle.manifest_outcomes(storage, batch)[good] is False, "g2 has no result yet"
-
-    # A try that stops here sends the manifest to failed/ ...
+    # The render step writes each item's result record (here: no audio was made, so they end synthesis_failed):
+    # every item failed, and the report says what each one lacks.
+    for chunk in plan.chunks:
+        render_chunk(storage, Settings(), load_chunk(storage, chunk.key), formats=["srt"],
+                     profile_name="netflix-adult")
+    summary = write_batch_report(storage, Settings(), batch)
+    assert summary["manifests"][good] == {"state": "incomplete", "valid_lines": 2, "delivered": 0,
+                                          "missing": {"g1": ["audio", "srt"], "g2": ["audio", "srt"]}}
+    assert summary["manifests"][bad]["state"] == "failed"
     assert lifecycle.finish(storage, batch, lifecycle.manifest_outcomes(storage, batch)) == {
-        bad: "failed/lc/bad.jsonl", good: "failed/lc/good.jsonl"}
+        bad: "failed/lc/bad.jsonl", good: "incomplete/lc/good.jsonl"}
 
-    # ... and the re-run that completes the items and the report moves it on to processed/.
-    render_chunk(storage, Settings(), load_chunk(storage, plan.chunks[1].key), formats=["srt"],
-                 profile_name="netflix-adult")
-    assert lifecycle.manifest_outcomes(storage, batch)[good] is False, "the report is not written yet"
+    # The re-run that delivers every item moves it on from incomplete/ to processed/.
+    for chunk in plan.chunks:
+        run_all_steps(storage, load_chunk(storage, chunk.key), formats=["srt"])
+    assert lifecycle.manifest_outcomes(storage, batch)[good] == "incomplete", "the report is not rewritten yet"
     write_batch_report(storage, Settings(), batch)
     outcomes = lifecycle.manifest_outcomes(storage, batch)
-    assert outcomes == {bad: False, good: True}
-    assert lifecycle.finish(storage, batch, outcomes) == {"failed/lc/good.jsonl": "processed/lc/good.jsonl"}
+    assert outcomes == {bad: "failed", good: "processed"}
+    assert lifecycle.finish(storage, batch, outcomes) == {"incomplete/lc/good.jsonl": "processed/lc/good.jsonl"}
     assert sorted(storage.list_keys("processed/")) == ["processed/lc/good.jsonl"]
     assert sorted(storage.list_keys("failed/")) == ["failed/lc/bad.jsonl"]
-    assert list(storage.list_keys("processing/")) == [] and list(storage.list_keys(lifecycle.LOCKS)) == []
+    assert list(storage.list_keys("processing/")) == [] and list(storage.list_keys("incomplete/")) == []
+    assert list(storage.list_keys(lifecycle.LOCKS)) == []
     assert load_plan(storage, batch).manifests[1].key == good
 
+
+def run_all_steps(storage, chunk, formats, settings=None):
+    settings = settings or Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    return render_chunk(storage, settings, chunk, formats=formats, profile_name="netflix-adult")
+
+
+def test_fallback_unavailable_leaves_the_manifest_incomplete_unless_the_batch_asked_for_audio_only(storage, narrator):
+    lines = jsonl({"id": "t1", "text": "Timed by the primary."}, {"id": "t2", "text": "Sent to a missing fallback."})
+    for batch, formats in (("subs", ["srt", "json"]), ("audio-only", [])):
+        storage.put_bytes(f"incoming/{batch}.jsonl", lines)
+        keys = lifecycle.claim(storage, batch, [f"incoming/{batch}.jsonl"])
+        options = BatchOptions(chunk_size=2, formats=formats, force_fallback=["t2"])
+        plan = plan_batch(storage, Settings(), batch, keys, options, {"narrator"})
+        render = run_all_steps(storage, load_chunk(storage, plan.chunks[0].key), formats)
+        assert [i.status.value for i in render.items] == ["done", "timing_failed"]
+        summary = write_batch_report(storage, Settings(), batch)
+        lifecycle.finish(storage, batch, lifecycle.manifest_outcomes(storage, batch))
+        verdict = summary["manifests"][keys[0]]
+        if formats:
+            assert verdict == {"state": "incomplete", "valid_lines": 2, "delivered": 1,
+                               "missing": {"t2": ["srt", "json"]}}
+            assert storage.exists(f"incomplete/{batch}/{batch}.jsonl")
+        else:  # audio only: the item whose timing failed still has everything the batch asked for
+            assert verdict == {"state": "processed", "valid_lines": 2, "delivered": 2, "missing": {}}
+            assert storage.exists(f"processed/{batch}/{batch}.jsonl")

@@ -54,7 +54,7 @@ def test_a_second_run_does_no_work_and_changes_nothing(storage, chunk):
     assert [r.model_loads for r in first[:2]] == [1, 1] and [r.skipped for r in first] == [0, 0, 0]
     assert {i.status.value for i in first[2].items} == {"done"}
     before = snapshot(storage, items)
-    assert len(before) == 3 * 9  # audio, synthesis, timing, five subtitle/word files, result
+    assert len(before) == 3 * 11  # audio, synthesis, timing, five subtitle/word files, master, delivery, result
 
     second = run_steps(storage, settings, chunk)
     assert [(r.step, r.model_loads, r.skipped) for r in second] == [("synthesize", 0, 3), ("align", 0, 3),
@@ -78,7 +78,7 @@ def test_changed_inputs_redo_exactly_the_items_they_touch(storage, chunk, narrat
 
     # A new reference recording for the voice (a new ETag): every item that uses it is redone.
     louder = to_wav_bytes(np.clip(audio_samples(narrator_wav) * 1.5, -1, 1), 22050)
-    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.")
+    upload_voice(storage, "narrator", louder, "This is the narrator's reference voice for the tests.", replace=True)
     synth, align, render = run_steps(storage, settings, chunk)
     assert (synth.model_loads, synth.skipped) == (1, 0)
     assert render.skipped == 0
@@ -120,3 +120,40 @@ def audio_samples(wav: bytes):
     samples, rate = from_wav_bytes(wav)
     assert rate == 22050
     return samples
+
+
+def test_a_rerun_repairs_outputs_that_exist_but_are_not_what_their_records_state(storage, chunk, caplog):
+    import logging
+
+    from narration.audio import from_wav_bytes, resample
+
+    settings = Settings()
+    layout = BatchLayout("rerun")
+    run_steps(storage, settings, chunk)
+    uri = f"s3://{storage.bucket}/{layout.root}items"
+    frames = (len(storage.get_bytes(layout.audio("r2"))) - 44) // 2
+    samples, rate = from_wav_bytes(storage.get_bytes(layout.audio("r3")))
+    storage.put_bytes(layout.audio("r1"), b"\x00garbage" * 500)
+    storage.put_bytes(layout.audio("r2"), storage.get_bytes(layout.audio("r2"))[:60])
+    storage.put_bytes(layout.audio("r3"), to_wav_bytes(resample(samples, rate, 16000), 16000))  # valid, other rate
+    with caplog.at_level(logging.INFO, logger="narration.pipeline"):
+        synth = synthesize_chunk(storage, settings, chunk)
+    assert (synth.model_loads, synth.skipped) == (1, 0), "every audio file failed its check and was redone"
+    assert f"synthesizing r1 again: {uri}/r1/audio.wav: not a PCM WAV file" in caplog.text
+    assert f"synthesizing r2 again: {uri}/r2/audio.wav: truncated WAV: its header states {frames:,} frames, 8 " \
+           "present" in caplog.text
+    assert f"synthesizing r3 again: {uri}/r3/audio.wav: sample rate 16000 Hz, its record states 22050 Hz" \
+           in caplog.text
+    run_steps(storage, settings, chunk)
+
+    # Records that do not parse vouch for nothing: each step redoes exactly the item whose record broke.
+    storage.put_text(layout.synthesis("r1"), '{"item_id": "r1", "status": ')
+    assert synthesize_chunk(storage, settings, chunk).skipped == 2
+    run_steps(storage, settings, chunk)
+    storage.put_text(layout.timing("r2", "pocketsphinx"), "[]")
+    assert align_chunk(storage, settings, chunk).skipped == 2
+    run_steps(storage, settings, chunk)
+    storage.put_text(layout.subtitle("r3", "json"), "{truncated")
+    render = render_chunk(storage, settings, chunk, formats=FORMATS, profile_name="netflix-adult")
+    assert render.skipped == 2 and {i.status.value for i in render.items} == {"done"}
+    assert storage.get_json(layout.subtitle("r3", "json"))["words"]

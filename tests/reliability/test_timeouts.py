@@ -12,7 +12,7 @@ import pytest
 
 from narration.layout import BatchLayout
 from tests.dag_runs import jsonl
-from tests.reliability.test_dag_reliability import new_bucket, run_dags
+from tests.reliability.runs import new_bucket, run_dags
 
 pytestmark = pytest.mark.dag_run
 

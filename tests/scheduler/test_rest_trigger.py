@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from tests.airflow_stack import DAG_ID, AirflowStack
 from tests.dag_runs import jsonl
 
@@ -168,3 +168,84 @@ def assert_real_screenshot(path: Path) -> None:
         assert image.size == (1600, 1000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 50, f"{path} looks blank ({len(colours)} colours)"
+
+
+FORM_LINES = [{"id": "f1", "text": "Triggered from the form."}, {"id": "f2", "text": "With every default."}]
+
+
+def test_trigger_form_submits_with_its_defaults_and_refuses_a_bad_chunk_size(browser, stack, seeded_bucket):
+    """The UI as an operator meets it: the Trigger form, submitted untouched, starts a run that narrates what is
+    under incoming/; a chunk size outside 1..500 cannot be entered, and the API refuses one in the conf."""
+    from narration.settings import Settings
+    from narration.storage import Storage
+
+    s3 = Storage.from_settings(Settings(bucket=seeded_bucket))
+    s3.put_bytes("incoming/form-news.jsonl", jsonl(*FORM_LINES))
+    runs_before = {r["dag_run_id"] for r in stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+
+    playwright_api, chromium = browser
+    shot = artifacts_dir() / "trigger-form.png"
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(artifacts_dir() / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(f"{stack.base_url}/auth/login?next={urllib.parse.quote(f'/dags/{DAG_ID}')}")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", stack.password())
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{stack.base_url}/dags/{DAG_ID}*", timeout=60_000)
+            page.wait_for_load_state("networkidle")
+
+            def open_form():
+                page.get_by_role("button", name="Trigger").first.click()
+                dialog = page.get_by_role("dialog")
+                dialog.get_by_text("Run Parameters").wait_for(timeout=60_000)
+                return dialog, dialog.get_by_role("button", name="Trigger", exact=True)
+
+            # A bad chunk size cannot be entered: the field takes numbers only and holds them to 1..500.
+            dialog, submit = open_form()
+            chunk_size = dialog.locator("input[name=element_chunk_size]")
+            for typed, kept in (("0", "1"), ("9999", "500")):
+                chunk_size.fill(typed)
+                chunk_size.blur()
+                page.wait_for_timeout(500)
+                assert chunk_size.input_value() == kept, (typed, chunk_size.input_value())
+            page.keyboard.press("Escape")
+            dialog.wait_for(state="hidden", timeout=30_000)
+
+            # Untouched, the form is valid and submits.
+            dialog, submit = open_form()
+            assert submit.is_enabled()
+            dialog.screenshot(path=str(shot))
+            submit.click()
+            dialog.wait_for(state="hidden", timeout=60_000)
+        finally:
+            context.close()
+            shutil.rmtree(artifacts_dir() / "chromium-profile", ignore_errors=True)
+    assert_form_screenshot(shot)
+
+    new_runs = stack.wait_until(lambda: [r for r in stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+                                         if r["dag_run_id"] not in runs_before], 60, "the form's run to appear")
+    (run,) = new_runs
+    assert run["run_type"] == "manual" and run["conf"]["formats"] == list(SUBTITLE_FORMATS)
+    assert run["conf"]["chunk_size"] is None and run["conf"]["manifest"] is None
+
+    assert stack.wait_for_run(run["dag_run_id"], RUN_TIMEOUT_S) == "success"
+    assert [k for k in s3.list_keys("processed/") if k.endswith("form-news.jsonl")]
+
+    # The API applies the same schema: a conf with a bad chunk size is refused before any run exists.
+    refused = requests.post(f"{stack.base_url}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30,
+                            headers={"Authorization": f"Bearer {stack.token()}"},
+                            json={"logical_date": None, "conf": {"chunk_size": 0}})
+    assert refused.status_code == 400 and "chunk_size" in refused.text, (refused.status_code, refused.text[:300])
+
+
+def assert_form_screenshot(path: Path) -> None:
+    from PIL import Image
+
+    assert path.is_file() and path.stat().st_size > 10_000, path
+    with Image.open(path) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 30, f"{path} looks blank"

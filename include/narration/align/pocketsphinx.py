@@ -57,7 +57,6 @@ class PocketsphinxAligner(Aligner):
     resolution_ms = FRAME_MS
 
     def load(self) -> None:
-        import scipy.signal  # noqa: F401  (resampling's import is slow cold: count it as loading, not aligning)
         from pocketsphinx import Decoder
 
         self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **DECODER_OPTIONS)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import pairwise
 
-from narration.normalize import ABBREVIATIONS
+from narration.normalize import ABBREVIATIONS, NUMBERED_ABBREVIATIONS
 from narration.schema import Cue, WordTiming
-from narration.subtitles.profile import SubtitleProfile, get_profile
+from narration.subtitles.profile import SubtitleProfile, get_profile, rule_violations
 
 # Small word lists for the line-break rules (Netflix timed-text style guide).
 # fmt: off
@@ -90,6 +91,8 @@ def is_forbidden_break(before: str, after: str) -> bool:
     left, right = _last_part(before), _first_part(after)
     left_bare, right_bare = _bare(left), _bare(right)
     right_is_function = right_bare in CONJUNCTIONS or right_bare in PREPOSITIONS
+    if left.lower() in NUMBERED_ABBREVIATIONS and right_bare[:1].isdecimal():  # "Fig. 7", "p. 112"
+        return True
     if left_bare in DETERMINERS:  # article + noun
         return True
     if _capitalised(left) and _capitalised(right) and left_bare != "i":  # first + last name
@@ -248,45 +251,45 @@ class _Candidate:
 def _evaluate(
     texts: list[str], starts: list[int], ends: list[int], i: int, j: int, profile: SubtitleProfile
 ) -> _Candidate:
-    """Lay out and time the cue of words i..j-1; the next cue (if any) starts at word j."""
+    """Lay out and time the cue of words i..j-1; the next cue (if any) starts at word j.
+
+    Times are counted in frames of the profile's rate: in on the frame where the speech starts, out at the first
+    frame after it ends, lingering up to ``linger_frames`` for reading time (the minimum duration may use more of
+    the silence), always ``min_gap_frames`` before the next cue's in-frame. The cue's times are those frames'
+    starts on the written-time grid, so every subtitle format writes them exactly.
+    """
     lines, cost = layout_lines(texts[i:j], profile)
     chars = len(" ".join(texts[i:j]))
-    start = starts[i]
-    speech_end = max(ends[i:j])
-    next_start = starts[j] if j < len(starts) else None
-    gap = profile.min_gap_ms
+    first = profile.frame_at(starts[i])
+    speech_end = profile.first_frame_from(max(ends[i:j]))
+    next_first = profile.frame_at(starts[j]) if j < len(starts) else None
 
-    end = speech_end
-    reading_end = start + math.ceil(chars * 1000 / profile.max_cps)
-    if reading_end > end:  # linger for reading time, at most linger_ms into the silence
-        end = min(reading_end, speech_end + profile.linger_ms)
-    end = max(end, start + profile.min_duration_ms)  # minimum duration may use the silence that follows
-    end = min(end, max(speech_end, start + profile.max_duration_ms))
-    if next_start is not None:
-        end = min(end, next_start - gap)
-    end = max(end, start + 1)
+    last = speech_end
+    reading_end = first + math.ceil(chars * profile.rate / Fraction(profile.max_cps).limit_denominator(10**6))
+    if reading_end > last:  # linger for reading time, at most linger_frames into the silence
+        last = min(reading_end, speech_end + profile.linger_frames)
+    last = max(last, first + profile.min_duration_frames)  # the minimum duration may use the silence that follows
+    last = min(last, max(speech_end, first + profile.max_duration_frames))
+    if next_first is not None:
+        last = min(last, next_first - profile.min_gap_frames)
+    last = max(last, first + 1)
+    start, end = profile.frame_time_ms(first), profile.frame_time_ms(last)
+    next_start = profile.frame_time_ms(next_first) if next_first is not None else None
 
-    violations: list[str] = []
-    if any(len(line) > profile.max_chars_per_line for line in lines):
-        violations.append("chars_per_line")
+    violations = rule_violations(profile, start, end, lines, next_start)
+    if "chars_per_line" in violations:
         cost += COST_VIOLATION + 5 * sum(max(0, len(ln) - profile.max_chars_per_line) for ln in lines)
-    if len(lines) > profile.max_lines:
-        violations.append("max_lines")
+    if "max_lines" in violations:
         cost += COST_VIOLATION * (len(lines) - profile.max_lines)
-    duration = end - start
-    if duration < profile.min_duration_ms:
-        violations.append("min_duration")
-        cost += COST_VIOLATION + (profile.min_duration_ms - duration) / 10
-    if duration > profile.max_duration_ms:
-        violations.append("max_duration")
-        cost += COST_VIOLATION + (duration - profile.max_duration_ms) / 10
-    excess_chars = chars - profile.max_cps * duration / 1000
-    if excess_chars > 1e-9:
-        violations.append("cps")
+    frames = last - first
+    if "min_duration" in violations:
+        cost += COST_VIOLATION + profile.frames_ms(profile.min_duration_frames - frames) / 10
+    if "max_duration" in violations:
+        cost += COST_VIOLATION + profile.frames_ms(frames - profile.max_duration_frames) / 10
+    if "cps" in violations:
         # Proportional to the excess so that merging two fast cues is no cheaper than keeping them apart.
-        cost += 10 + 2 * excess_chars
-    if next_start is not None and next_start - end < gap:
-        violations.append("min_gap")
+        cost += 10 + 2 * (chars - profile.max_cps * profile.frames_ms(frames) / 1000)
+    if "min_gap" in violations:
         cost += COST_VIOLATION
     return _Candidate(cost, lines, start, end, violations)
 
