@@ -45,14 +45,14 @@ class AirflowStack:
 
     ``parallelism`` bounds the tasks running at once (``[core] parallelism``; the LocalExecutor's process count).
     A Celery stack starts ``celery_workers`` worker processes, each running one task at a time and recording its own
-    name (worker-1, worker-2, ...) as the task instance's hostname.
+    name (worker-1, worker-2, ...) as the task instance's hostname; ``worker_env`` adds variables for one worker.
     """
 
     COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
     def __init__(self, home: Path, s3_env: dict[str, str], log_dir: Path, *, database: str = "sqlite",
                  executor: str = "local", celery_workers: int = 0, parallelism: int | None = None,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, worker_env: dict[str, dict[str, str]] | None = None):
         if database not in ("sqlite", "postgres"):
             raise ValueError(f"database must be 'sqlite' or 'postgres', not {database!r}")
         if executor not in ("local", "celery"):
@@ -64,6 +64,7 @@ class AirflowStack:
         self.database = database
         self.executor = executor
         self.worker_names = [f"worker-{n + 1}" for n in range(celery_workers)]
+        self.worker_env = worker_env or {}
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.airflow = str(Path(sys.executable).with_name("airflow"))
@@ -145,7 +146,7 @@ class AirflowStack:
             raise RuntimeError(f"python -m operators.pools exited with {done.returncode}:\n{done.stderr[-3000:]}")
 
     def start_worker(self, name: str) -> None:
-        env = {**self.env, WORKER_NAME_ENV: name,
+        env = {**self.env, **self.worker_env.get(name, {}), WORKER_NAME_ENV: name,
                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
         # Its own pid file and no log server: two workers share this AIRFLOW_HOME and port range.
         self._spawn(name, [self.airflow, "celery", "worker", "--concurrency", "1", "--celery-hostname",

@@ -2,7 +2,9 @@
 real scheduler, dag-processor and api-server (tests/airflow_stack.py), all started here on loopback.
 
 A REST-triggered batch spreads its chunks over both workers; then one worker is SIGKILLed in the middle of a chunk,
-and the chunk is retried on the other worker without redoing or losing an item. Component logs go to
+and the chunk is retried on the other worker without redoing or losing an item. So that the kill lands between two
+items whatever the machine's speed, worker-2 alone runs with the chaos hook holding the second item of each chunk
+(NARRATION_FAULTS hang_items); the retry on worker-1 runs without it. Component logs go to
 $NARRATION_ARTIFACTS/distributed/logs (default ./artifacts/).
 """
 
@@ -37,12 +39,14 @@ def step_of(ti: dict) -> str:
 SPREAD_ITEMS = [{"id": f"w{n}", "text": text} for n, text in enumerate([
     "The council met on Tuesday.", "Doors open at 10:30.", "Rain is expected tonight.", "The bridge reopens soon.",
     "Tickets cost five pounds.", "The library extends its hours."], start=1)]
-# Long lines, so that each item takes a while to synthesize and align and a kill lands between two items.
-PARAGRAPH = ("The committee reviewed the proposal for the new cycle route along the river and heard from residents, "
-             "shop owners and the local school before agreeing to publish a revised plan for consultation early "
-             "next spring, with a final decision expected before the summer holidays begin")
-KILL_ITEMS = [{"id": f"k{n}", "text": f"Item {n}. {PARAGRAPH}."} for n in range(1, 5)]
+KILL_ITEMS = [{"id": f"k{n}", "text": text} for n, text in enumerate([
+    "The committee reviewed the cycle route.", "Residents spoke for an hour.", "A revised plan follows in spring.",
+    "The decision is due in June."], start=1)]
 KILL_CHUNK_SIZE = 2
+LOST_WORKER, SURVIVOR = "worker-2", "worker-1"
+# On the worker to be lost only: every chunk step blocks in its second item, after the first is stored.
+HELD_ITEMS = [item["id"] for item in KILL_ITEMS[1::KILL_CHUNK_SIZE]]
+HOLD_SECOND_ITEMS = json.dumps([{"step": step, "hang_items": HELD_ITEMS} for step in ("synthesize", "align")])
 # A lost worker stops heartbeating; the scheduler fails its task after this and the retry goes to a live worker.
 HEARTBEAT_TIMEOUT_S = 30
 
@@ -83,7 +87,7 @@ def stack(tmp_path_factory, s3_server, seeded_bucket):
     log_dir.mkdir()
     stack = AirflowStack(
         tmp_path_factory.mktemp("airflow-home"), s3_server.env(seeded_bucket), log_dir, database="postgres",
-        executor="celery", celery_workers=2,
+        executor="celery", celery_workers=2, worker_env={LOST_WORKER: {"NARRATION_FAULTS": HOLD_SECOND_ITEMS}},
         extra_env={"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"})
     with stack:
@@ -151,7 +155,7 @@ def test_worker_killed_mid_chunk_its_chunk_is_retried_on_the_other_worker(stack,
         """A worker task whose chunk has some, but not all, items stored: (task instance, items, items done)."""
         nonlocal layout
         for ti in stack.task_instances(run_id):
-            if step_of(ti) in WORKER_STEPS and ti["state"] == "running" and ti["hostname"] in stack.worker_names:
+            if step_of(ti) in WORKER_STEPS and ti["state"] == "running" and ti["hostname"] == LOST_WORKER:
                 layout = layout or batch_of(s3, "kill.jsonl")
                 items = chunk_items(s3, layout, ti["map_index"])
                 done = records_written(s3, layout, step_of(ti), items)
@@ -172,7 +176,7 @@ def test_worker_killed_mid_chunk_its_chunk_is_retried_on_the_other_worker(stack,
     killed = stack.kill_worker(lost_worker)
     done_at_kill = records_written(s3, layout, step_of(ti), items)
     assert len(killed) >= 3 and 0 < len(done_at_kill) < len(items), (killed, done_at_kill)
-    survivor = next(name for name in stack.worker_names if name != lost_worker)
+    survivor = SURVIVOR
 
     state = stack.wait_for_run(run_id, RUN_TIMEOUT_S)
     tis = stack.task_instances(run_id)
