@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.lifecycle import _lock_key, batch_id_for
 from narration.storage import Storage
 from tests.dag_runs import jsonl
@@ -33,7 +33,7 @@ from tests.reliability.runs import DagRunRecord, new_bucket, run_dags, wall_s
 
 pytestmark = pytest.mark.dag_run
 
-FORMATS = ["srt", "vtt", "ass", "json", "csv"]
+FORMATS = list(SUBTITLE_FORMATS)
 REPAIR_LINES = [{"id": f"r{n}", "text": text} for n, text in enumerate(
     ["The first story of the night.", "Roads are closed after the storm.", "The match ended in a draw.",
      "Tomorrow will be dry and bright."], start=1)]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.local_s3 import LOCAL_SECRET_KEY
 from narration.storage import Storage
 from tests.dag_runs import jsonl
@@ -179,7 +179,7 @@ def test_after_faults_the_report_accounts_for_every_input_line(batches):
     assert storage.get_bytes(f"incomplete/{batches.faults_id}/faults.jsonl") == jsonl(*FAULT_LINES)
     verdict = storage.get_json(layout.summary)["manifests"][f"processing/{batches.faults_id}/faults.jsonl"]
     assert verdict == {"state": "incomplete", "valid_lines": 4, "delivered": 3,
-                       "missing": {"f3": ["audio", "srt", "vtt", "ass", "json", "csv"]}}
+                       "missing": {"f3": ["audio", *SUBTITLE_FORMATS]}}
 
 
 # -- security: what the runs left behind --------------------------------------------------------------------

@@ -176,12 +176,13 @@ def test_a_long_s3_outage_fails_the_chunk_clearly_with_nothing_half_written(stor
 
 
 def test_a_worker_killed_by_a_signal_is_reported_as_killed_by_that_signal(storage, narrator, monkeypatch):
-    from operators.worker import LocalWorkerOperator, WorkerError
+    from operators.worker import WorkerError, WorkerOperator
 
     chunk_key, chunk = plan_items(storage, "signalled", ["s1", "s2"])
     monkeypatch.setenv(ENV_VAR, json.dumps([{"step": "synthesize", "kill_after": 1}]))
-    operator = LocalWorkerOperator(task_id="synthesize", step="synthesize",
-                                   chunk={"key": chunk_key, "label": "c0000 s1..s2 (2)"})
+    monkeypatch.setenv("NARRATION_RUNNER", "local")
+    operator = WorkerOperator(task_id="synthesize", step="synthesize",
+                              chunk={"key": chunk_key, "label": "c0000 s1..s2 (2)"})
     with pytest.raises(WorkerError, match=r"narration synthesize for chunk c0000 s1\.\.s2 \(2\) was killed by "
                                           r"SIGKILL \(out of memory, or killed from outside\) before it printed"):
         operator.execute(context={})

@@ -9,15 +9,16 @@ import io
 import re
 from collections import Counter
 
+from narration.audio import WAV_HEADER_BYTES, read_wav_header
 from narration.deliver import write_batch_report
-from narration.layout import BatchLayout
+from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
 from narration.render import render_chunk
 from narration.settings import Settings
 from tests.dag_runs import jsonl
 
-FORMATS = ["srt", "vtt", "ass", "json", "csv"]
+FORMATS = list(SUBTITLE_FORMATS)
 IDS = ["ok", "garbage", "cut", "nosrt", "badjson", "badresult"]
 
 
@@ -34,9 +35,12 @@ def test_corrupt_truncated_and_missing_objects_are_item_faults_in_the_report(sto
 
     layout = BatchLayout("integrity")
     uri = f"s3://{storage.bucket}/{layout.root}items"
-    frames = (len(storage.get_bytes(layout.audio("cut"))) - 44) // 2
-    storage.put_bytes(layout.audio("garbage"), bytes(range(256)) * 16)
-    storage.put_bytes(layout.audio("cut"), storage.get_bytes(layout.audio("cut"))[:60])
+    # The delivered master is what the report links.
+    master = {i: layout.delivery_audio(i, "wav") for i in ("garbage", "cut")}
+    frames = read_wav_header(storage.get_bytes(master["cut"])[:WAV_HEADER_BYTES]).frames
+    cut_to = read_wav_header(storage.get_bytes(master["cut"])[:WAV_HEADER_BYTES]).data_offset + 8 * 3
+    storage.put_bytes(master["garbage"], bytes(range(256)) * 16)
+    storage.put_bytes(master["cut"], storage.get_bytes(master["cut"])[:cut_to])
     storage.delete(layout.subtitle("nosrt", "srt"))
     storage.put_text(layout.subtitle("badjson", "json"), '{"words": [')
     storage.put_text(layout.result("badresult"), "not a record")
@@ -45,9 +49,9 @@ def test_corrupt_truncated_and_missing_objects_are_item_faults_in_the_report(sto
 
     rows = {r["item_id"]: r for r in csv.DictReader(io.StringIO(storage.get_text(layout.report_csv)))}
     assert {i: r["status"] for i, r in rows.items()} == {"ok": "done", **{i: "failed" for i in IDS[1:]}}
-    assert rows["garbage"]["error"].startswith(f"{uri}/garbage/audio.wav: not a PCM WAV file: no RIFF/WAVE header")
+    assert rows["garbage"]["error"].startswith(f"{uri}/garbage/narration.wav: not a PCM WAV file: no RIFF/WAVE header")
     assert rows["cut"]["error"].startswith(
-        f"{uri}/cut/audio.wav: truncated WAV: its header states {frames:,} frames, 8 present")
+        f"{uri}/cut/narration.wav: truncated WAV: its header states {frames:,} frames, 8 present")
     assert rows["nosrt"]["error"].startswith(f"{uri}/nosrt/subtitles.srt: missing")
     assert rows["badjson"]["error"].startswith(f"{uri}/badjson/words.json: not a valid words JSON document")
     assert rows["badresult"]["error"].startswith(f"{uri}/badresult/result.json: result record not a valid "
@@ -58,7 +62,7 @@ def test_corrupt_truncated_and_missing_objects_are_item_faults_in_the_report(sto
     links = summary["downloads"]["items"]
     assert set(links["ok"]) == {"audio", *FORMATS}
     assert set(links["garbage"]) == set(links["cut"]) == set(FORMATS)
-    assert set(links["nosrt"]) == {"audio", "vtt", "ass", "json", "csv"}
+    assert set(links["nosrt"]) == {"audio", *FORMATS} - {"srt"}
     assert "badresult" not in links
 
     # The three files agree.
@@ -66,7 +70,7 @@ def test_corrupt_truncated_and_missing_objects_are_item_faults_in_the_report(sto
     page = storage.get_text(layout.report_html)
     sections = dict(re.findall(r'id="item-([^"]+)"><h2>[^<]+ <small>([a-z_]+)</small>', page))
     assert sections == {i: r["status"] for i, r in rows.items()}
-    players = re.findall(r'<audio controls preload="none" src="[^"]*/items/([^/]+)/audio\.wav', page)
+    players = re.findall(r'<audio controls preload="none" src="[^"]*/items/([^/]+)/narration\.wav', page)
     assert players == ["ok", "nosrt", "badjson"], "no player for audio that failed its check"
     assert storage.get_json(layout.summary) == summary
 
