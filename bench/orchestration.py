@@ -1,7 +1,7 @@
 """Orchestration overhead on real executors: one batch (200 items by default) run four ways, against a floor.
 
-- floor: the same backends (espeak-ng synthesis, pocketsphinx alignment, subtitle segmentation and every output
-  format) for the same items in one plain Python process, no Airflow, no S3 (files on local disk);
+- floor: the same backends (espeak-ng synthesis, pocketsphinx alignment, subtitle segmentation and every default
+  output format) for the same items in one plain Python process, no Airflow, no S3 (files on local disk);
 - LocalExecutor on Postgres, parallelism 2, and CeleryExecutor with two workers (one task each) on Postgres + Redis:
   the real scheduler, dag-processor and api-server (tests/airflow_stack.py), triggered over REST, local S3;
 - ``dag.test`` on SQLite (one process, one task at a time), kept as a secondary line.
@@ -37,7 +37,6 @@ VERBS = ["announced", "confirmed", "reported", "denied", "welcomed", "questioned
 OBJECTS = ["a budget of ${n}.5 million", "{n} new jobs in the area", "a delay of {n} minutes",
            "plans for {n} homes by 2030", "a rise of {n}% since last year", "the 3rd phase of the project",
            "a meeting at 10:30 on Tuesday", "{n},000 visitors over the weekend"]
-FORMATS = ["srt", "vtt", "ass", "json", "csv"]  # every format the DAG writes by default
 VOICE_TEXT = "This is the narrator's reference voice."
 S3_REQUEST = re.compile(r'"\S*(GET|PUT|POST|HEAD|DELETE) ')
 WORKER_TASKS = ("synthesize", "align")
@@ -59,6 +58,7 @@ def floor(items: int, out_dir: Path) -> dict:
     """The batch's backend work in this process: one model load each, then every item end to end on local disk."""
     from narration import audio as audio_io
     from narration.align.pocketsphinx import PocketsphinxAligner
+    from narration.layout import SUBTITLE_FORMATS
     from narration.normalize import normalize_script
     from narration.settings import Settings
     from narration.subtitles import formats
@@ -85,14 +85,14 @@ def floor(items: int, out_dir: Path) -> dict:
         samples, rate = audio_io.from_wav_bytes(wav.read_bytes())
         words = aligner.align(samples, rate, tokens, "en")
         cues = segment_cues(words, profile)
-        documents = {"srt": formats.to_srt(cues), "vtt": formats.to_vtt(cues, words),
-                     "ass": formats.to_ass(cues, words),
-                     "json": formats.to_words_json(words, cues, {
+        documents = {"srt": lambda: formats.to_srt(cues), "vtt": lambda: formats.to_vtt(cues, words),
+                     "ass": lambda: formats.to_ass(cues, words), "ttml": lambda: formats.to_ttml(cues, "en", profile),
+                     "json": lambda: formats.to_words_json(words, cues, {
                          "item_id": f"b{n:04d}", "method": aligner.name, "language": "en", "model": aligner.model,
                          "synthesizer": synth.name, "profile": profile.name}),
-                     "csv": formats.to_words_csv(words)}
-        for fmt in FORMATS:
-            (item_dir / f"subtitles.{fmt}").write_text(documents[fmt])
+                     "csv": lambda: formats.to_words_csv(words)}
+        for fmt in SUBTITLE_FORMATS:  # every format the DAG writes by default
+            (item_dir / f"subtitles.{fmt}").write_text(documents[fmt]())
     aligner.close()
     wall = time.perf_counter() - started
     return {"wall_s": wall, "load_s": loaded - started, "per_item_s": (wall - (loaded - started)) / items}
