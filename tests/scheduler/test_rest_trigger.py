@@ -7,6 +7,7 @@ Screenshots and component logs go to $NARRATION_ARTIFACTS (default ./artifacts/s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -129,34 +130,42 @@ def browser():
     return sync_api, chromium
 
 
-def screenshot_grid(stack: AirflowStack, run_id: str, playwright_api, chromium: str) -> dict[str, Path]:
-    """Log in through the UI's form, then save the run's grid view and the mapped-instance list of synthesize."""
-    out = artifacts_dir()
-    run_url = f"{stack.base_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}"
-    shots = {"grid": out / "grid-run.png", "mapped": out / "grid-mapped-synthesize.png"}
+@contextlib.contextmanager
+def logged_in_page(stack: AirflowStack, playwright_api, chromium: str, path: str):
+    """A headless Chromium page logged in through the UI's form and opened at ``path``."""
+    profile = artifacts_dir() / "chromium-profile"
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(out / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1000})
         try:
             page = context.new_page()
-            page.goto(f"{stack.base_url}/auth/login?next={urllib.parse.quote(run_url)}")
+            page.goto(f"{stack.base_url}/auth/login?next={urllib.parse.quote(path)}")
             page.fill("input[name=username]", "admin")
             page.fill("input[name=password]", stack.password())
             page.click("button[type=submit]")
-            page.wait_for_url(f"{run_url}*", timeout=60_000)
-            page.get_by_text("render_subtitles").first.wait_for(timeout=60_000)  # the grid's task rows are drawn
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(shots["grid"]))
-
-            page.goto(f"{run_url}/tasks/synthesize/mapped")
-            page.get_by_text("c0000 s1..s2 (2)").first.wait_for(timeout=60_000)
-            page.get_by_text("c0001 s3 (1)").first.wait_for(timeout=60_000)
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(shots["mapped"]))
+            page.wait_for_url(f"{stack.base_url}{path}*", timeout=60_000)
+            yield page
         finally:
             context.close()
-            shutil.rmtree(out / "chromium-profile", ignore_errors=True)
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot_grid(stack: AirflowStack, run_id: str, playwright_api, chromium: str) -> dict[str, Path]:
+    """Log in through the UI's form, then save the run's grid view and the mapped-instance list of synthesize."""
+    out = artifacts_dir()
+    run_path = f"/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}"
+    shots = {"grid": out / "grid-run.png", "mapped": out / "grid-mapped-synthesize.png"}
+    with logged_in_page(stack, playwright_api, chromium, run_path) as page:
+        page.get_by_text("render_subtitles").first.wait_for(timeout=60_000)  # the grid's task rows are drawn
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(shots["grid"]))
+
+        page.goto(f"{stack.base_url}{run_path}/tasks/synthesize/mapped")
+        page.get_by_text("c0000 s1..s2 (2)").first.wait_for(timeout=60_000)
+        page.get_by_text("c0001 s3 (1)").first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(shots["mapped"]))
     return shots
 
 
@@ -185,45 +194,32 @@ def test_trigger_form_submits_with_its_defaults_and_refuses_a_bad_chunk_size(bro
 
     playwright_api, chromium = browser
     shot = artifacts_dir() / "trigger-form.png"
-    with playwright_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(artifacts_dir() / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1600, "height": 1000})
-        try:
-            page = context.new_page()
-            page.goto(f"{stack.base_url}/auth/login?next={urllib.parse.quote(f'/dags/{DAG_ID}')}")
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", stack.password())
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{stack.base_url}/dags/{DAG_ID}*", timeout=60_000)
-            page.wait_for_load_state("networkidle")
+    with logged_in_page(stack, playwright_api, chromium, f"/dags/{DAG_ID}") as page:
+        page.wait_for_load_state("networkidle")
 
-            def open_form():
-                page.get_by_role("button", name="Trigger").first.click()
-                dialog = page.get_by_role("dialog")
-                dialog.get_by_text("Run Parameters").wait_for(timeout=60_000)
-                return dialog, dialog.get_by_role("button", name="Trigger", exact=True)
+        def open_form():
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text("Run Parameters").wait_for(timeout=60_000)
+            return dialog, dialog.get_by_role("button", name="Trigger", exact=True)
 
-            # A bad chunk size cannot be entered: the field takes numbers only and holds them to 1..500.
-            dialog, submit = open_form()
-            chunk_size = dialog.locator("input[name=element_chunk_size]")
-            for typed, kept in (("0", "1"), ("9999", "500")):
-                chunk_size.fill(typed)
-                chunk_size.blur()
-                page.wait_for_timeout(500)
-                assert chunk_size.input_value() == kept, (typed, chunk_size.input_value())
-            page.keyboard.press("Escape")
-            dialog.wait_for(state="hidden", timeout=30_000)
+        # A bad chunk size cannot be entered: the field takes numbers only and holds them to 1..500.
+        dialog, submit = open_form()
+        chunk_size = dialog.locator("input[name=element_chunk_size]")
+        for typed, kept in (("0", "1"), ("9999", "500")):
+            chunk_size.fill(typed)
+            chunk_size.blur()
+            page.wait_for_timeout(500)
+            assert chunk_size.input_value() == kept, (typed, chunk_size.input_value())
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden", timeout=30_000)
 
-            # Untouched, the form is valid and submits.
-            dialog, submit = open_form()
-            assert submit.is_enabled()
-            dialog.screenshot(path=str(shot))
-            submit.click()
-            dialog.wait_for(state="hidden", timeout=60_000)
-        finally:
-            context.close()
-            shutil.rmtree(artifacts_dir() / "chromium-profile", ignore_errors=True)
+        # Untouched, the form is valid and submits.
+        dialog, submit = open_form()
+        assert submit.is_enabled()
+        dialog.screenshot(path=str(shot))
+        submit.click()
+        dialog.wait_for(state="hidden", timeout=60_000)
     assert_form_screenshot(shot)
 
     new_runs = stack.wait_until(lambda: [r for r in stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
