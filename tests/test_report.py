@@ -248,3 +248,37 @@ def test_waveform_without_audio_still_draws_the_words():
     assert svg.count("<line") == 3 and "<polygon" not in svg
     xs = [float(x) for x in re.findall(r'<line x1="([\d.]+)"', svg)]
     assert xs == sorted(xs) and xs[0] > 0
+
+
+def test_html_leads_with_problems_then_a_compact_table_with_links():
+    rows = sample_rows()
+    failed = item_row(ItemSpec(item_id="bad-1", text="Hello.", voice="narrator", manifest="m.txt", line=7),
+                      status="failed", error="CUDA out of memory")
+    rows.insert(3, failed)
+    quarantine = [LineError(manifest="news.jsonl", line=9, field="text", reason="empty")]
+    links = {"news-1": {"audio": "https://s3.local/a.wav?sig=1&x=2", "srt": "https://s3.local/a.srt?sig=2"}}
+    page = report_html(rows, links=links, quarantine=quarantine, cps_limit=17)
+    order = [page.index(f'<section id="{s}">') for s in ("totals", "problems", "plots", "items")]
+    assert order == sorted(order)
+    parser = _Collector()
+    parser.feed(page[page.index('<section id="problems">'):page.index('<section id="plots">')])
+    problem_text = " | ".join(d.strip() for d in parser.data if d.strip())
+    assert "news.jsonl | 9 | text | empty" in problem_text  # manifest, line, field, reason
+    assert "bad-1 | m.txt:7 | failed | CUDA out of memory" in problem_text
+    assert "news-3 | timing by google | mean score below floor" in problem_text
+    assert "cps" in problem_text and "min_gap" in problem_text and "news-2" in problem_text
+    # The item table: status and error first, blank (never None/<NA>/nan) cells, a link per deliverable.
+    items = page[page.index('<section id="items">'):]
+    table = _Collector()
+    table.feed(items)
+    headings = [d for d in table.data if d.strip()][2:4]
+    assert headings == ["Status", "Error"]
+    assert not re.search(r">(None|&lt;NA&gt;|nan)<", items)
+    hrefs = [a["href"] for t, a in table.tags if t == "a"]
+    assert hrefs == ["https://s3.local/a.wav?sig=1&x=2", "https://s3.local/a.srt?sig=2"]
+    # The reading-speed plot marks the profile's limit.
+    plots = _Collector()
+    plots.feed(page[page.index('<section id="plots">'):page.index('<section id="items">')])
+    assert [t for t, _ in plots.tags].count("svg") == 4
+    assert sum(1 for t, a in plots.tags if t == "line" and a.get("class") == "limit") == 1
+    assert "limit 17 cps" in " ".join(plots.data)
