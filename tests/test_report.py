@@ -190,25 +190,30 @@ def test_html_page_has_player_waveform_cues_and_table():
     parser = _Collector()
     parser.feed(page)
     tags = [t for t, _ in parser.tags]
-    assert page.startswith("<!DOCTYPE html>") and tags.count("audio") == 1 and tags.count("svg") == 1
+    assert page.startswith("<!DOCTYPE html>") and tags.count("audio") == 1
+    assert [a.get("class") for t, a in parser.tags if t == "svg"].count("wave") == 1
     audio = next(a for t, a in parser.tags if t == "audio")
     assert audio["src"] == "https://s3.local/out/news-1.wav?X-Amz-Signature=ab&x=1"
     assert 'src="https://s3.local/out/news-1.wav?X-Amz-Signature=ab&amp;x=1"' in page
     # Self-contained: nothing fetched but the audio.
     assert not [a for t, a in parser.tags if t in ("script", "link", "img") and ("src" in a or "href" in a)]
     # One boundary per word, at the word's start; the untimed one drawn as such.
-    lines = [a for t, a in parser.tags if t == "line"]
+    wave = _Collector()
+    wave.feed(page[page.index('<svg xmlns="http://www.w3.org/2000/svg" class="wave"'):])
+    lines = [a for t, a in wave.tags if t == "line"]
     assert len(lines) == len(timing.words)
     first_x = float(lines[0]["x1"])
     assert first_x == pytest.approx(900 * timing.words[0].start_ms / 4000, abs=0.1)
-    assert sum(1 for t, a in parser.tags if t == "g" and "untimed" in a.get("class", "")) == 1
+    assert sum(1 for t, a in wave.tags if t == "g" and "untimed" in a.get("class", "")) == 1
     # The envelope is flat where the audio is silent and tall where it is loud.
-    points = next(a for t, a in parser.tags if t == "polygon")["points"].split()
+    points = next(a for t, a in wave.tags if t == "polygon")["points"].split()
     tops = [float(p.split(",")[1]) for p in points[: len(points) // 2]]
     assert max(tops[: len(tops) // 2 - 2]) == pytest.approx(60.0) and min(tops[len(tops) // 2 + 2 :]) < 20
     # The cue preview and the table.
     assert "The harbour was quiet." in " ".join(parser.data)
-    assert tags.count("table") == 1 and "news-1" in " ".join(parser.data)
+    assert "news-1" in " ".join(parser.data)
+    # The untimed word is the only problem; then the item table.
+    assert [a.get("class") for t, a in parser.tags if t == "table"] == ["problems low-confidence", "report sortable"]
 
 
 def test_html_escapes_everything_it_shows():
@@ -243,3 +248,37 @@ def test_waveform_without_audio_still_draws_the_words():
     assert svg.count("<line") == 3 and "<polygon" not in svg
     xs = [float(x) for x in re.findall(r'<line x1="([\d.]+)"', svg)]
     assert xs == sorted(xs) and xs[0] > 0
+
+
+def test_html_leads_with_problems_then_a_compact_table_with_links():
+    rows = sample_rows()
+    failed = item_row(ItemSpec(item_id="bad-1", text="Hello.", voice="narrator", manifest="m.txt", line=7),
+                      status="failed", error="CUDA out of memory")
+    rows.insert(3, failed)
+    quarantine = [LineError(manifest="news.jsonl", line=9, field="text", reason="empty")]
+    links = {"news-1": {"audio": "https://s3.local/a.wav?sig=1&x=2", "srt": "https://s3.local/a.srt?sig=2"}}
+    page = report_html(rows, links=links, quarantine=quarantine, cps_limit=17)
+    order = [page.index(f'<section id="{s}">') for s in ("totals", "problems", "plots", "items")]
+    assert order == sorted(order)
+    parser = _Collector()
+    parser.feed(page[page.index('<section id="problems">'):page.index('<section id="plots">')])
+    problem_text = " | ".join(d.strip() for d in parser.data if d.strip())
+    assert "news.jsonl | 9 | text | empty" in problem_text  # manifest, line, field, reason
+    assert "bad-1 | m.txt:7 | failed | CUDA out of memory" in problem_text
+    assert "news-3 | timing by google | mean score below floor" in problem_text
+    assert "cps" in problem_text and "min_gap" in problem_text and "news-2" in problem_text
+    # The item table: status and error first, blank (never None/<NA>/nan) cells, a link per deliverable.
+    items = page[page.index('<section id="items">'):]
+    table = _Collector()
+    table.feed(items)
+    headings = [d for d in table.data if d.strip()][2:4]
+    assert headings == ["Status", "Error"]
+    assert not re.search(r">(None|&lt;NA&gt;|nan)<", items)
+    hrefs = [a["href"] for t, a in table.tags if t == "a"]
+    assert hrefs == ["https://s3.local/a.wav?sig=1&x=2", "https://s3.local/a.srt?sig=2"]
+    # The reading-speed plot marks the profile's limit.
+    plots = _Collector()
+    plots.feed(page[page.index('<section id="plots">'):page.index('<section id="items">')])
+    assert [t for t, _ in plots.tags].count("svg") == 4
+    assert sum(1 for t, a in plots.tags if t == "line" and a.get("class") == "limit") == 1
+    assert "limit 17 cps" in " ".join(plots.data)

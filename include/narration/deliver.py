@@ -28,6 +28,7 @@ from narration.plan import load_plan, load_quarantine
 from narration.report import (
     OUTPUT_KINDS,
     REPORT_HTML_TAIL,
+    BatchCharts,
     ItemMedia,
     ItemReportRow,
     item_row,
@@ -40,6 +41,7 @@ from narration.report import (
 from narration.schema import Cue, ItemSpec, ItemStatus, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage
+from narration.subtitles import get_profile
 
 log = logging.getLogger(__name__)
 NO_RESULT = "item did not complete: no result record (a worker step failed)"
@@ -83,8 +85,8 @@ def _inside(layout: BatchLayout, key: str) -> bool:
 
 
 def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s: int, present: dict[str, int]
-                 ) -> tuple[ItemReportRow, str]:
-    """(the item's checked row, its HTML section). Each output the row names is checked (``present``: the
+                 ) -> tuple[ItemReportRow, ItemMedia]:
+    """(the item's checked row, what its HTML section shows). Each output the row names is checked (``present``: the
     batch's object sizes by key): an invalid one is dropped from the row (so no link is made for it), the row
     ends ``failed`` and its error names the object and what is wrong with it."""
     row = result_row(storage, layout, item)
@@ -116,7 +118,7 @@ def checked_item(storage: Storage, layout: BatchLayout, item: ItemSpec, expiry_s
                                      **{f"{kind}_key": None for kind in problems}})
     if row.audio_key:
         media.audio_url = presign_output(storage, layout, row.audio_key, expiry_s)
-    return row, item_section(row, media)
+    return row, media
 
 
 def _read_audio(storage: Storage, key: str, row: ItemReportRow, media: ItemMedia) -> None:
@@ -148,18 +150,31 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
     storage.delete(layout.summary)
     present = storage.list_sizes(layout.root + "items/")  # one request per thousand objects
     rows: list[ItemReportRow] = []
+    charts = BatchCharts(cps_limit=get_profile(plan.options.subtitle_profile).max_cps)
     with tempfile.TemporaryDirectory(prefix="narration-report-") as tmp:
         sections_path, page_path = os.path.join(tmp, "sections.html"), os.path.join(tmp, "report.html")
         with open(sections_path, "w", encoding="utf-8") as sections:
             # At most 2 x NARRATION_S3_CONCURRENCY items' audio in memory at once.
-            for row, section in storage.imap(lambda item: checked_item(storage, layout, item, expiry, present),
-                                             plan.items):
+            for row, media in storage.imap(lambda item: checked_item(storage, layout, item, expiry, present),
+                                           plan.items):
                 rows.append(row)
-                sections.write(section)
-        rows.extend(quarantine_row(err) for err in load_quarantine(storage, batch_id))
+                charts.add(media)
+                sections.write(item_section(row, media))
+        quarantine = load_quarantine(storage, batch_id)
+        rows.extend(quarantine_row(err) for err in quarantine)
         storage.put_text(layout.report_csv, report_csv(rows))
+        # One link per deliverable, shared by the page and the summary.
+        item_links = {
+            row.item_id: links for row in rows
+            if (links := {kind: url for kind, key in output_keys(row).items()
+                          if (url := presign_output(storage, layout, key, expiry))})
+        }
+        csv_link = presign_output(storage, layout, layout.report_csv, expiry)
+        batch_links = {"report.csv": csv_link, "summary.json": presign_output(storage, layout, layout.summary, expiry)}
         with open(page_path, "w", encoding="utf-8") as page, open(sections_path, encoding="utf-8") as sections:
-            page.write(report_html_head(rows))
+            page.write(report_html_head(rows, f"Narration batch {batch_id}", links=item_links,
+                                        downloads={k: v for k, v in batch_links.items() if v},
+                                        quarantine=quarantine, charts=charts))
             shutil.copyfileobj(sections, page)
             page.write(REPORT_HTML_TAIL)
         storage.upload_file(layout.report_html, page_path)
@@ -173,13 +188,9 @@ def write_batch_report(storage: Storage, settings: Settings, batch_id: str) -> d
         "presigned_url_expiry_s": expiry,
         "manifests": manifest_states(plan, rows),
         "downloads": {
-            "report_csv": presign_output(storage, layout, layout.report_csv, expiry),
+            "report_csv": csv_link,
             "report_html": presign_output(storage, layout, layout.report_html, expiry),
-            "items": {
-                row.item_id: links for row in rows
-                if (links := {kind: url for kind, key in output_keys(row).items()
-                              if (url := presign_output(storage, layout, key, expiry))})
-            },
+            "items": item_links,
         },
     })
     storage.put_json(layout.summary, summary)

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -287,36 +289,229 @@ section.item{border-top:1px solid #ddd;margin-top:1.5rem;padding-top:.5rem}
 .word text{font-size:10px;fill:#333}.cues{columns:2;font-size:.9rem}
 .cues li{cursor:pointer;break-inside:avoid}
 .cue{background:#111;color:#fff;display:inline-block;padding:2px 6px;margin:2px 0 6px}
-.time{color:#666;font-family:monospace}.flag{background:#e63946;color:#fff;border-radius:3px;padding:0 4px;
+.time{color:#666;font-family:monospace}
+h2{margin-top:1.5rem}.totals{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;margin:0}.totals div{min-width:8rem}
+.totals dt{font-size:.75rem;color:#666}.totals dd{margin:0;font-weight:600}
+table.problems{margin-bottom:1rem}.error{color:#b00020;max-width:40rem}.none{color:#2a7d2a}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.chart{margin:0}.chart figcaption{font-size:.85rem;font-weight:600}
+.chart svg{background:#fafafa}.bar{fill:#4a6fa5}.bar.over{fill:#e63946}.axis{stroke:#999}
+.limit{stroke:#e63946;stroke-width:2;stroke-dasharray:4 2}.limit-label{font-size:10px;fill:#e63946}
+.tick{font-size:9px;fill:#555}.report th{cursor:pointer;background:#f0f0f0;position:sticky;top:0}
+.report td.links a{margin-right:4px}.status-quarantined td,.status-failed td{background:#fff4f4}
+.hint{font-size:.75rem;color:#666}.flag{background:#e63946;color:#fff;border-radius:3px;padding:0 4px;
 font-size:.75rem;margin-right:2px}
 """
 
 _SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function(t){var b=t.tBodies[0];
+t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+var n=th.dataset.numeric,d=th.dataset.dir=th.dataset.dir==='1'?'-1':'1';
+Array.from(b.rows).sort(function(x,y){var a=x.cells[i].textContent,c=y.cells[i].textContent;
+if(n){a=a===''?-Infinity:parseFloat(a);c=c===''?-Infinity:parseFloat(c);return (a-c)*d;}
+return a.localeCompare(c)*d;}).forEach(function(r){b.appendChild(r);});});});});
 document.querySelectorAll('section.item').forEach(function(s){var a=s.querySelector('audio');if(!a)return;
 s.querySelectorAll('.cues li').forEach(function(li){li.addEventListener('click',function(){
 a.currentTime=parseFloat(li.dataset.start);a.play();});});});
 """
 
 
-def _summary_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+def _blank(value: Any) -> str:
+    """A table cell: empty for a missing value, never ``None``."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
     return str(value)
 
 
-def report_html_head(rows: Iterable[ItemReportRow], title: str = "Narration batch report") -> str:
-    """The page up to the item sections: title, summary and the report table."""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("narration", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_TEMPLATES.globals["blank"] = _blank
+
+# The item table: status and error first; (heading, field, numeric).
+TABLE_COLUMNS = (
+    ("Status", "status", False),
+    ("Error", "error", False),
+    ("Item", "item_id", False),
+    ("Manifest", "manifest", False),
+    ("Line", "line", True),
+    ("Voice", "voice", False),
+    ("Language", "language", False),
+    ("Synthesizer", "synthesizer", False),
+    ("Timing", "timing_method", False),
+    ("Seconds", "audio_seconds", True),
+    ("Words", "words", True),
+    ("WPM", "words_per_minute", True),
+    ("Mean score", "mean_word_score", True),
+    ("Cues", "cues", True),
+    ("LUFS", "loudness_lufs", True),
+    ("Peak dBTP", "true_peak_dbtp", True),
+)
+CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 440, 160, 34, 16
+SCORE_BINS = 20
+
+
+@dataclass
+class BatchCharts:
+    """What the batch plots need from the item media, gathered while the items stream past: counts per bin,
+    so it stays the same size whatever the batch's size."""
+
+    cps_limit: float | None = None
+    cps_counts: Counter = field(default_factory=Counter)  # whole characters per second -> cues
+    score_counts: list[int] = field(default_factory=lambda: [0] * SCORE_BINS)
+
+    def add(self, media: ItemMedia) -> None:
+        for cue in media.cues:
+            seconds = (cue.end_ms - cue.start_ms) / 1000
+            if seconds > 0:
+                self.cps_counts[int(len(" ".join(cue.lines)) / seconds)] += 1
+        for word in media.words:
+            if word.score is not None:
+                self.score_counts[min(int(max(word.score, 0.0) * SCORE_BINS), SCORE_BINS - 1)] += 1
+
+
+def _bar_chart(title: str, bars: list[tuple[str, float, str]], *, limit: tuple[float, str] | None = None,
+               x_range: tuple[float, float] | None = None, bin_width: float = 1.0, over: float | None = None
+               ) -> dict:
+    """Geometry for the template's bar chart. ``bars``: (label, value, tooltip) in order; with ``x_range`` the
+    labels are numbers placed on that axis (a histogram of ``bin_width`` bins), else the bars share the width
+    evenly. Bar heights are magnitudes; the axis label keeps the sign (loudness is negative)."""
+    plot_w, base = CHART_WIDTH - CHART_LEFT, CHART_HEIGHT - CHART_BOTTOM
+    top = max((abs(v) for _, v, _ in bars), default=0) or 1
+    signed_top = next((v for _, v, _ in bars if abs(v) == top), top)
+    shapes, ticks = [], []
+    count = max(len(bars), 1)
+    for k, (label, value, tip) in enumerate(bars):
+        if x_range:
+            lo, hi = x_range
+            x = CHART_LEFT + plot_w * (float(label) - lo) / (hi - lo)
+            w = max(plot_w * bin_width / ((hi - lo) or 1) - 1, 1)
+        else:
+            x, w = CHART_LEFT + plot_w * k / count, max(plot_w / count - 1, 0.5)
+        h = (base - 14) * abs(value) / top
+        shapes.append({"x": x, "y": base - h, "w": w, "h": h, "tip": tip,
+                       "over": over is not None and float(label) >= over})
+    if x_range:
+        lo, hi = x_range
+        step = max(bin_width, round((hi - lo) / 8 / bin_width) * bin_width)
+        ticks = [{"x": CHART_LEFT + plot_w * (v - lo) / (hi - lo), "label": f"{v:g}"}
+                 for v in _frange(lo, hi - step / 2, step)]
+    else:
+        every = max(1, count // 8)
+        ticks = [{"x": CHART_LEFT + plot_w * (k + 0.5) / count, "label": bars[k][0][:10]}
+                 for k in range(0, len(bars), every)]
+    limit_mark = None
+    if limit is not None and x_range:
+        lo, hi = x_range
+        limit_mark = {"x": CHART_LEFT + plot_w * (limit[0] - lo) / (hi - lo), "label": limit[1]}
+    return {"title": title, "width": CHART_WIDTH, "height": CHART_HEIGHT, "left": CHART_LEFT, "base": base,
+            "top_label": _blank(signed_top), "bars": shapes, "ticks": ticks, "limit": limit_mark}
+
+
+def _frange(lo: float, hi: float, step: float) -> list[float]:
+    values, v = [], lo
+    while v <= hi + 1e-9:
+        values.append(v)
+        v += step
+    return values
+
+
+def batch_charts(rows: list[ItemReportRow], charts: BatchCharts) -> list[dict]:
+    """The four batch plots: reading speed per cue against the profile's limit, word-confidence distribution,
+    duration per item and loudness per item."""
+    items = [r for r in rows if r.item_id is not None]
+    cps_hi = max([*charts.cps_counts, int(charts.cps_limit or 0) + 2, 10]) + 1
+    limit = (charts.cps_limit, f"limit {charts.cps_limit:g} cps") if charts.cps_limit else None
+    cps = _bar_chart(
+        "Reading speed per cue (characters per second)",
+        [(str(c), n, f"{c}-{c + 1} cps: {n} cues") for c, n in sorted(charts.cps_counts.items())],
+        limit=limit, x_range=(0, cps_hi), over=charts.cps_limit)
+    scores = _bar_chart(
+        "Word confidence (words per score bin)",
+        [(str(k / SCORE_BINS), n, f"score {k / SCORE_BINS:.2f}-{(k + 1) / SCORE_BINS:.2f}: {n} words")
+         for k, n in enumerate(charts.score_counts) if n],
+        x_range=(0, 1), bin_width=1 / SCORE_BINS)
+    durations = _bar_chart(
+        "Duration per item (seconds)",
+        [(r.item_id, r.audio_seconds, f"{r.item_id}: {r.audio_seconds:.2f} s") for r in items if r.audio_seconds])
+    loudness = _bar_chart(
+        "Loudness per item (LUFS, integrated)",
+        [(r.item_id, r.loudness_lufs, f"{r.item_id}: {r.loudness_lufs:.1f} LUFS"
+          + (f" (target {r.loudness_target_lufs:g})" if r.loudness_target_lufs is not None else ""))
+         for r in items if r.loudness_lufs is not None])
+    return [cps, scores, durations, loudness]
+
+
+def problems(rows: list[ItemReportRow], quarantine: Iterable[LineError] | None = None) -> dict[str, Any]:
+    """What needs an operator's eye, by kind. ``quarantine`` gives the rejected lines' fields; without it the
+    quarantined rows' error text stands in for the reason."""
+    quarantined_rows = [r for r in rows if r.status == ItemStatus.QUARANTINED.value]
+    if quarantine is not None:
+        quarantined = [{"manifest": e.manifest, "line": e.line, "field": e.field, "reason": e.reason}
+                       for e in quarantine]
+    else:
+        quarantined = [{"manifest": r.manifest, "line": r.line, "field": None, "reason": r.error or ""}
+                       for r in quarantined_rows]
+    items = [r for r in rows if r.status != ItemStatus.QUARANTINED.value]
+    fallbacks = [(r, f"timing by {r.timing_method}", r.fallback_reason) for r in items if r.fallback_reason]
+    fallbacks += [(r, "loudness not normalised", r.loudness_error) for r in items if r.loudness_error]
+    found = {
+        "quarantined": quarantined,
+        "failed": [r for r in items if r.status != ItemStatus.DONE.value],
+        "fallbacks": fallbacks,
+        "low_confidence": [r for r in items if (r.low_confidence_words or 0) + (r.untimed_words or 0)],
+        "rule_breaks": [r for r in items if r.cue_rule_violations],
+    }
+    return {**found, "any": any(found.values())}
+
+
+def _totals(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        return str(value)
+
+    labels = {"items": "Lines", "by_status": "Status", "by_timing_method": "Timing", "fallbacks": "Fallbacks",
+              "fallback_reasons": "Fallback reasons", "untimed_words": "Untimed words",
+              "low_confidence_words": "Low-confidence words", "cues": "Cues",
+              "cue_rule_violations": "Cues breaking a rule", "audio_seconds": "Audio seconds"}
+    return [(labels.get(key, key), text(value)) for key, value in summary.items()]
+
+
+def report_html_head(
+    rows: Iterable[ItemReportRow],
+    title: str = "Narration batch report",
+    *,
+    links: Mapping[str, Mapping[str, str]] | None = None,
+    downloads: Mapping[str, str] | None = None,
+    quarantine: Iterable[LineError] | None = None,
+    charts: BatchCharts | None = None,
+) -> str:
+    """The page up to the item sections: totals, problems, batch plots and the item table.
+
+    ``links``: item_id -> output kind -> URL (the deliverables' download links); ``downloads``: label -> URL
+    for the batch's own files; ``charts``: what the plots gathered from the items' media."""
     rows = list(rows)
-    summary = summarize(rows)
-    summary_items = "".join(
-        f"<li>{html.escape(key)}: {html.escape(_summary_value(value))}</li>" for key, value in summary.items()
-    )
-    table = report_frame(rows).to_html(index=False, escape=True, na_rep="", border=0, classes="report")
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>"
-        f'<h1>{html.escape(title)}</h1><ul class="summary">{summary_items}</ul>{table}'
+    links = links or {}
+    table = [
+        (row, [_blank(getattr(row, name)) for _, name, _ in TABLE_COLUMNS],
+         list((links.get(row.item_id) or {}).items()) if row.item_id is not None else [])
+        for row in rows
+    ]
+    return _TEMPLATES.get_template("report_head.html.j2").render(
+        title=title,
+        style=markupsafe.Markup(_STYLE),
+        totals=_totals(summarize(rows)),
+        downloads=list((downloads or {}).items()),
+        problems=problems(rows, quarantine),
+        charts=batch_charts(rows, charts or BatchCharts()),
+        columns=[(heading, numeric) for heading, _, numeric in TABLE_COLUMNS],
+        table=table,
     )
 
 
@@ -343,14 +538,24 @@ def report_html(
     rows: Iterable[ItemReportRow],
     items_media: Mapping[str, ItemMedia] | None = None,
     title: str = "Narration batch report",
+    *,
+    links: Mapping[str, Mapping[str, str]] | None = None,
+    quarantine: Iterable[LineError] | None = None,
+    cps_limit: float | None = None,
 ) -> str:
-    """A self-contained HTML page: the summary, the report table and, per item in ``items_media`` (keyed by
-    item_id), an <audio> player on its URL, an SVG waveform with word boundaries and the cue preview
-    (clicking a cue plays from it). All text is HTML-escaped; nothing but the audio is loaded from elsewhere.
-    A batch's page is written piece by piece from the same functions (``narration.deliver``).
+    """A self-contained HTML page: totals, problems, batch plots, the item table with ``links`` (item_id ->
+    output kind -> URL) and, per item in ``items_media`` (keyed by item_id), an <audio> player on its URL, an SVG
+    waveform with word boundaries and the cue preview (clicking a cue plays from it). All text is HTML-escaped;
+    nothing but the audio and the links is loaded from elsewhere. A batch's page is written piece by piece from
+    the same functions (``narration.deliver``).
     """
     rows = list(rows)
     items_media = items_media or {}
-    sections = [item_section(row, items_media[row.item_id]) for row in rows
-                if row.item_id is not None and row.item_id in items_media]
-    return report_html_head(rows, title) + "".join(sections) + REPORT_HTML_TAIL
+    charts = BatchCharts(cps_limit=cps_limit)
+    sections = []
+    for row in rows:
+        if row.item_id is not None and row.item_id in items_media:
+            charts.add(items_media[row.item_id])
+            sections.append(item_section(row, items_media[row.item_id]))
+    head = report_html_head(rows, title, links=links, quarantine=quarantine, charts=charts)
+    return head + "".join(sections) + REPORT_HTML_TAIL

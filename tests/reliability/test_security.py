@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import urllib.parse
 
 from narration.deliver import write_batch_report
@@ -31,4 +33,9 @@ def test_links_are_made_only_for_this_batchs_outputs_and_expire_as_configured(st
     assert set(links) == {"s1"} and set(links["s1"]) == {"srt"}
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(links["s1"]["srt"]).query)
     assert query["X-Amz-Expires"] == ["120"] and summary["presigned_url_expiry_s"] == 120
-    assert "X-Amz-" not in storage.get_text(layout.report_html), "no player may link to the voice library"
+    # The page links exactly the summary's item links and the batch's own report files, nothing outside the batch.
+    page = storage.get_text(layout.report_html)
+    signed = [html.unescape(u) for u in re.findall(r'(?:href|src)="([^"#][^"]*)"', page)]
+    paths = {urllib.parse.urlsplit(u).path for u in signed}
+    assert paths == {f"/{storage.bucket}/{key}" for key in (layout.subtitle("s1", "srt"), layout.report_csv,
+                                                             layout.summary)}, "no link may leave the batch"

@@ -20,6 +20,7 @@ import requests
 
 from narration.layout import SUBTITLE_FORMATS, BatchLayout
 from tests.airflow_stack import DAG_ID, AirflowStack
+from tests.browser import CHROMIUM_ARGS, playwright_and_chromium
 from tests.dag_runs import jsonl
 
 pytestmark = pytest.mark.scheduler
@@ -32,9 +33,6 @@ LINES = [
     "{not json",
     {"id": "s3", "text": "Rain is expected tonight."},
 ]
-# Flags for Chromium on a machine with no display and a closed network (see the env notes in the README).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def artifacts_dir() -> Path:
@@ -117,17 +115,7 @@ def test_rest_triggered_run_succeeds_writes_outputs_and_shows_labelled_mapped_in
 def browser():
     """(playwright's sync API, Chromium path), checked before the stack starts; skipped where absent, but a failure
     under CI, which must have them."""
-    missing = None
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing = "pip install playwright (it drives the system Chromium; no browser download)"
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        missing = "apt-get install -y chromium"
-    if missing:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"no browser for the screenshot: {missing}")
-    return sync_api, chromium
+    return playwright_and_chromium("the screenshot")
 
 
 @contextlib.contextmanager
