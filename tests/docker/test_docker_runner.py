@@ -20,6 +20,7 @@ import pytest
 
 from narration.layout import BatchLayout
 from tests.dag_runs import jsonl, load_dag, results, states, task_instances
+from tests.reliability.runs import ITEM_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("NARRATION_TEST_BASE_IMAGE", "narration-base:bookworm")
@@ -287,9 +288,7 @@ def test_dag_in_containers_matches_the_local_runner_layout(storage, narrator, ai
     (local_batch,) = batch_ids(storage) - {docker_batch}
     docker_keys = item_output_layout(storage, docker_batch)
     assert docker_keys == item_output_layout(storage, local_batch)
-    expected = {"audio.wav", "synthesis.json", "timing-pocketsphinx.json", "subtitles.srt", "subtitles.vtt",
-                "subtitles.ass", "words.json", "words.csv", "result.json"}
-    assert docker_keys == {f"{item['id']}/{name}" for item in ITEMS for name in expected}
+    assert docker_keys == {f"{item['id']}/{name}" for item in ITEMS for name in ITEM_FILES}
 
 
 @pytest.mark.docker
