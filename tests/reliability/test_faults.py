@@ -23,6 +23,7 @@ from narration.schema import ChunkResult
 from narration.settings import Settings
 from narration.storage import Storage, StorageError, make_client
 from tests.dag_runs import jsonl
+from tests.reliability.runs import item_files as files_of
 
 FORMATS = ["srt", "vtt", "ass", "json", "csv"]
 SYNTH_FILES = {"audio.wav", "synthesis.json"}
@@ -36,16 +37,6 @@ def plan_items(storage, batch_id: str, ids: list[str]):
     plan = plan_batch(storage, Settings(), batch_id, [f"incoming/{batch_id}.jsonl"],
                       BatchOptions(chunk_size=len(ids)), {"narrator"})
     return plan.chunks[0].key, load_chunk(storage, plan.chunks[0].key)
-
-
-def files_of(storage, batch_id: str) -> dict[str, set[str]]:
-    """item id -> the names of its objects in S3."""
-    root = BatchLayout(batch_id).root + "items/"
-    out: dict[str, set[str]] = {}
-    for key in storage.list_keys(root):
-        item_id, name = key.removeprefix(root).split("/", 1)
-        out.setdefault(item_id, set()).add(name)
-    return out
 
 
 def run_worker(*args: str, faults: list[dict] | None = None) -> subprocess.CompletedProcess:
