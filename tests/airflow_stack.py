@@ -29,6 +29,28 @@ DAG_ID = "narration_batch"
 WORKER_NAME_ENV = "NARRATION_WORKER_NAME"
 
 
+def artifacts_dir(stage: str) -> Path:
+    """Where a stage keeps its screenshots and component logs: $NARRATION_ARTIFACTS (default ./artifacts)/stage."""
+    path = Path(os.environ.get("NARRATION_ARTIFACTS") or REPO / "artifacts") / stage
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def voiced_bucket(prefix: str, narrator_wav: bytes, manifests: dict[str, bytes]) -> str:
+    """A fresh bucket with the narrator voice and ``manifests`` (key -> bytes) under incoming/."""
+    from narration.settings import Settings
+    from narration.storage import Storage
+    from narration.voices import upload_voice
+
+    bucket = f"{prefix}-{secrets.token_hex(4)}"
+    s3 = Storage.from_settings(Settings(bucket=bucket))
+    s3.ensure_bucket()
+    upload_voice(s3, "narrator", narrator_wav, "This is the narrator's reference voice for the tests.")
+    for key, body in manifests.items():
+        s3.put_bytes(key, body)
+    return bucket
+
+
 def worker_hostname() -> str:
     """``[core] hostname_callable`` for workers that share one machine: the task instance records this name.
 

@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import os
-import secrets
 import shutil
 import time
 import urllib.parse
@@ -23,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from narration.layout import BatchLayout
-from tests.airflow_stack import AirflowStack
+from tests.airflow_stack import AirflowStack, voiced_bucket
+from tests.airflow_stack import artifacts_dir as stage_artifacts
 from tests.dag_runs import jsonl
 
 pytestmark = pytest.mark.distributed
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = float(os.environ.get("NARRATION_SCHEDULER_TIMEOUT_S", "420"))
 WORKER_STEPS = ("synthesize", "align")
 
@@ -52,24 +51,13 @@ HEARTBEAT_TIMEOUT_S = 30
 
 
 def artifacts_dir() -> Path:
-    path = Path(os.environ.get("NARRATION_ARTIFACTS") or REPO / "artifacts") / "distributed"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return stage_artifacts("distributed")
 
 
 @pytest.fixture(scope="module")
 def seeded_bucket(s3_server, narrator_wav) -> str:
-    from narration.settings import Settings
-    from narration.storage import Storage
-    from narration.voices import upload_voice
-
-    bucket = f"celery-{secrets.token_hex(4)}"
-    s3 = Storage.from_settings(Settings(bucket=bucket))
-    s3.ensure_bucket()
-    upload_voice(s3, "narrator", narrator_wav, "This is the narrator's reference voice for the tests.")
-    s3.put_bytes("incoming/spread.jsonl", jsonl(*SPREAD_ITEMS))
-    s3.put_bytes("incoming/kill.jsonl", jsonl(*KILL_ITEMS))
-    return bucket
+    return voiced_bucket("celery", narrator_wav, {"incoming/spread.jsonl": jsonl(*SPREAD_ITEMS),
+                                                  "incoming/kill.jsonl": jsonl(*KILL_ITEMS)})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import time
 import urllib.parse
@@ -19,13 +18,13 @@ import pytest
 import requests
 
 from narration.layout import SUBTITLE_FORMATS, BatchLayout
-from tests.airflow_stack import DAG_ID, AirflowStack
+from tests.airflow_stack import DAG_ID, AirflowStack, voiced_bucket
+from tests.airflow_stack import artifacts_dir as stage_artifacts
 from tests.browser import CHROMIUM_ARGS, playwright_and_chromium
 from tests.dag_runs import jsonl
 
 pytestmark = pytest.mark.scheduler
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = float(os.environ.get("NARRATION_SCHEDULER_TIMEOUT_S", "420"))
 LINES = [
     {"id": "s1", "text": "The council met on Tuesday."},
@@ -36,23 +35,12 @@ LINES = [
 
 
 def artifacts_dir() -> Path:
-    path = Path(os.environ.get("NARRATION_ARTIFACTS") or REPO / "artifacts") / "scheduler"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return stage_artifacts("scheduler")
 
 
 @pytest.fixture(scope="module")
 def seeded_bucket(s3_server, narrator_wav) -> str:
-    from narration.settings import Settings
-    from narration.storage import Storage
-    from narration.voices import upload_voice
-
-    bucket = f"sched-{secrets.token_hex(4)}"
-    s3 = Storage.from_settings(Settings(bucket=bucket))
-    s3.ensure_bucket()
-    upload_voice(s3, "narrator", narrator_wav, "This is the narrator's reference voice for the tests.")
-    s3.put_bytes("incoming/scheduler-news.jsonl", jsonl(*LINES))
-    return bucket
+    return voiced_bucket("sched", narrator_wav, {"incoming/scheduler-news.jsonl": jsonl(*LINES)})
 
 
 @pytest.fixture(scope="module")
