@@ -17,7 +17,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import DeviceRequest, Mount
 
 from narration.contract import exit_description
-from operators.connections import worker_environment
+from operators.connections import configured, worker_environment
 from operators.worker_step import WorkerError, WorkerStep
 
 DEFAULT_IMAGE = "narration-worker-cpu:latest"
@@ -31,22 +31,9 @@ _RUNNER_ONLY = {"NARRATION_RUNNER", "NARRATION_MODEL_CACHE", "NARRATION_MODEL_DI
 _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "KEY")
 
 
-def runner_setting(name: str, default: str | None = None) -> str | None:
-    """``NARRATION_<NAME>`` from the environment, else the ``narration_<name>`` Airflow Variable, else default."""
-    value = os.environ.get(f"NARRATION_{name.upper()}")
-    if value:
-        return value
-    try:
-        from airflow.sdk import Variable
-
-        return Variable.get(f"narration_{name.lower()}", default=default)
-    except Exception:  # noqa: BLE001 - outside a task (no API server to ask): environment and defaults only
-        return default
-
-
 def step_image(step: str) -> str:
     """Image for a step: NARRATION_IMAGE_<STEP>, else NARRATION_IMAGE, else the CPU image."""
-    return runner_setting(f"image_{step}") or runner_setting("image") or DEFAULT_IMAGE
+    return configured(f"image_{step}") or configured("image") or DEFAULT_IMAGE
 
 
 def model_cache_mount(source: str | None) -> Mount | None:
@@ -91,13 +78,13 @@ class DockerWorkerOperator(WorkerStep, DockerOperator):
         """Resolve settings now (not at DAG parse time) and build the container's command and environment."""
         explicit = self._explicit
         self.image = explicit["image"] or step_image(self.step)
-        self.network_mode = explicit["network_mode"] or runner_setting("docker_network", DEFAULT_NETWORK)
-        self.docker_url = (explicit["docker_url"] or runner_setting("docker_url")
+        self.network_mode = explicit["network_mode"] or configured("docker_network", DEFAULT_NETWORK)
+        self.docker_url = (explicit["docker_url"] or configured("docker_url")
                            or os.environ.get("DOCKER_HOST") or "unix://var/run/docker.sock")
-        gpus = (runner_setting("docker_gpus", "false") or "").strip().lower() in TRUE_WORDS
+        gpus = (configured("docker_gpus", "false") or "").strip().lower() in TRUE_WORDS
         if explicit["device_requests"] is None and gpus:
             self.device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        cache = model_cache_mount(runner_setting("model_cache"))
+        cache = model_cache_mount(configured("model_cache"))
         targets = {m.get("Target") or m.get("target") for m in self.mounts}  # Mount objects are dicts too
         if cache is not None and MODEL_MOUNT not in targets:
             self.mounts = [*self.mounts, cache]

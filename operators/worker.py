@@ -26,18 +26,9 @@ RUNNERS = ("local", "docker")
 
 def selected_runner() -> str:
     """``NARRATION_RUNNER``, else the ``narration_runner`` Variable, else ``local``; call it only in a task."""
-    runner = os.environ.get("NARRATION_RUNNER")
-    if not runner:
-        try:
-            from airflow.sdk import Variable
+    from operators.connections import configured
 
-            runner = Variable.get("narration_runner", default="local")
-        except Exception:  # noqa: BLE001 - outside a task (no API server to ask): the embedded default
-            runner = "local"
-    if runner not in RUNNERS:
-        raise ValueError(f"unknown runner {runner!r} (NARRATION_RUNNER or Variable narration_runner); "
-                         f"valid runners: {', '.join(RUNNERS)}")
-    return runner
+    return configured("runner", "local", choices=RUNNERS)
 
 
 class WorkerOperator(WorkerStep, BaseOperator):
