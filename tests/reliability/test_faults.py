@@ -118,7 +118,7 @@ def test_the_chaos_hook_is_inert_unless_configured(caplog):
     assert "ignoring NARRATION_FAULTS" in caplog.text
     plan = FaultPlan("synthesize", "c0000", {ENV_VAR: '{"step": "align", "fail_items": ["x"], "kill_after": 1}'})
     plan.before_backend("x")
-    plan.after_item(1, fresh=True)  # the rule is for another step: nothing happens
+    plan.after_item(1)  # the rule is for another step: nothing happens
     with pytest.raises(InjectedFault):
         FaultPlan("align", "c0000", {ENV_VAR: '{"step": "align", "fail_items": ["x"]}'}).before_backend("x")
 
