@@ -17,6 +17,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -290,6 +291,25 @@ def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord
                      settings.max_untimed_ratio, settings.min_mean_score)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """An item the align step does no work for: its result stands (synthesis failed, routed to the fallback, or a
+    current verdict is reused, ``reused``)."""
+
+    result: ItemResult
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class ToAlign:
+    """An item to align: its synthesis, the primary's record when this is the fallback step, and the cache tag."""
+
+    item: ItemSpec
+    synthesis: SynthesisRecord
+    previous: TimingRecord | None
+    tag: str
+
+
 def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
                 progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
                 ) -> ChunkResult:
@@ -313,16 +333,15 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     storage = faults.wrap_storage(storage, layout, chunk, record=functools.partial(layout.timing, backend=backend))
     verdicts = {ItemStatus.ALIGNED, ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED}
     results: list[ItemResult] = []
-    todo: list[tuple[ItemSpec, SynthesisRecord, TimingRecord | None, str]] = []
+    todo: list[ToAlign] = []
     skipped = 0
 
-    def examine(item: ItemSpec) -> tuple[str, object]:
-        """("result", ItemResult) when there is nothing to align, ("done", ItemResult) when a current verdict
-        exists, else ("todo", (synthesis, previous primary record, cache tag))."""
+    def examine(item: ItemSpec) -> Settled | ToAlign:
+        """What the step does with the item."""
         synthesis, unusable = _load_synthesis(storage, layout, item.item_id)
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
             reason = synthesis.error if synthesis else unusable
-            return "result", ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason)
+            return Settled(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason))
         if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
             why = ("timing_method=google requested" if chunk.timing_method == "google"
                    else "routed to fallback by force_fallback")
@@ -331,24 +350,24 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
             key = layout.timing(item.item_id, backend)
             if storage.get_json_or_none(key) != json.loads(record.model_dump_json()):
                 storage.put_json(key, record)
-            return "result", ItemResult(item_id=item.item_id, status=record.status, error=why)
+            return Settled(ItemResult(item_id=item.item_id, status=record.status, error=why))
         tag = f"{backend}:{alignment_cache_key(backend, item, synthesis, storage.etag(synthesis.audio_key), settings)}"
         existing = None if force else read_record(storage, layout.timing(item.item_id, backend), TimingRecord)[0]
         if existing and existing.model == tag and existing.status in verdicts:
-            return "done", ItemResult(item_id=item.item_id, status=existing.status,
+            return Settled(ItemResult(item_id=item.item_id, status=existing.status,
                                       error=existing.fallback_reason if existing.status != ItemStatus.ALIGNED
-                                      else None)
+                                      else None), reused=True)
         previous = None
         if not primary:
             previous = read_record(storage, layout.timing(item.item_id, chunk.aligner), TimingRecord)[0]
-        return "todo", (synthesis, previous, tag)
+        return ToAlign(item, synthesis, previous, tag)
 
-    for item, (kind, found) in zip(chunk.items, storage.map(examine, chunk.items)):
-        if kind == "todo":
-            todo.append((item, *found))
+    for planned in storage.map(examine, chunk.items):
+        if isinstance(planned, ToAlign):
+            todo.append(planned)
         else:
-            results.append(found)
-            skipped += kind == "done"
+            results.append(planned.result)
+            skipped += planned.reused
 
     loads = 0
     if todo:
@@ -363,12 +382,13 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
         clock.load_s = time.perf_counter() - t0
         loads = 1
         # The next items' audio is read and each record written in the background while the model aligns.
-        audio_keys = [synthesis.audio_key for _, synthesis, _, _ in todo] if load_error is None else []
+        audio_keys = [job.synthesis.audio_key for job in todo] if load_error is None else []
         try:
             with WriteBehind() as writer, Prefetch(storage.get_bytes, audio_keys) as audio:
-                for n, (item, synthesis, previous, tag) in enumerate(todo):
-                    record = _align_item(aligner, item, synthesis, previous, primary, settings, clock, load_error,
-                                         tag, read_audio=functools.partial(audio.get, n))
+                for n, job in enumerate(todo):
+                    item = job.item
+                    record = _align_item(aligner, item, job.synthesis, job.previous, primary, settings, clock,
+                                         load_error, job.tag, read_audio=functools.partial(audio.get, n))
                     writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend), record))
                     results.append(ItemResult(item_id=item.item_id, status=record.status,
                                               error=record.fallback_reason if record.status != ItemStatus.ALIGNED
