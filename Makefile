@@ -43,7 +43,7 @@ system-packages:
 	bash scripts/system-packages.sh
 
 demo: venv
-	$(PY) -m narration.demo
+	$(PY) -m narration.dev.demo
 
 test: lint test-core test-heavy test-docker test-scheduler test-distributed bad-input-table
 

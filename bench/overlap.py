@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from narration.local_s3 import LocalS3Server
+    from narration.dev.local_s3 import LocalS3Server
     from narration.settings import Settings
     from narration.storage import Storage
 

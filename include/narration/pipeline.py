@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
-from narration.faults import FaultPlan
+from narration.dev.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
 from narration.schema import (

@@ -15,8 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 
 from narration import audio as audio_io
+from narration.dev.faults import FaultPlan
 from narration.encodings import ENCODINGS, check_encodings, encode
-from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
 from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
