@@ -20,7 +20,7 @@ help:
 	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler,"
 	@echo "                     distributed (Postgres, Redis, two Celery workers)"
 	@echo "make test-core       the fast suite only (no Docker engine, no torch)"
-	@echo "make bench           accuracy, orchestration, model-load and subtitle-rule benchmarks"
+	@echo "make bench           accuracy, orchestration, S3 overlap, model-load and subtitle-rule benchmarks"
 
 $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
@@ -43,7 +43,7 @@ system-packages:
 	bash scripts/system-packages.sh
 
 demo: venv
-	$(PY) -m narration.demo
+	$(PY) -m narration.dev.demo
 
 test: lint test-core test-heavy test-docker test-scheduler test-distributed bad-input-table
 
@@ -73,6 +73,7 @@ bench-core: venv
 	$(PY) -m bench.alignment
 	$(PY) -m bench.orchestration
 	$(PY) -m bench.report
+	$(PY) -m bench.overlap
 
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models

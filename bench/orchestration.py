@@ -201,7 +201,7 @@ def timeline(run: dict, tis: list[dict]) -> dict:
 
 
 def real_executor(name: str, items: int, chunk_size: int, work: Path, parse_repeats: int, **stack_options) -> dict:
-    from narration.local_s3 import LocalS3Server
+    from narration.dev.local_s3 import LocalS3Server
     from narration.settings import Settings
     from narration.storage import Storage
     from tests.airflow_stack import AirflowStack
@@ -241,7 +241,7 @@ def real_executor(name: str, items: int, chunk_size: int, work: Path, parse_repe
 # -- dag.test (secondary) -------------------------------------------------------------------------------------
 
 def dag_test(items: int, chunk_size: int, work: Path) -> dict:
-    from narration.local_s3 import LocalS3Server
+    from narration.dev.local_s3 import LocalS3Server
     from narration.settings import Settings
     from narration.storage import Storage
 

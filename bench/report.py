@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     from narration.audio import to_wav_bytes
-    from narration.local_s3 import LocalS3Server
+    from narration.dev.local_s3 import LocalS3Server
     from narration.normalize import normalize_script
     from narration.settings import Settings
     from narration.storage import Storage

@@ -239,11 +239,15 @@ def format_summary(summary: dict) -> str:
 
 
 def google_connection():
-    """The ``google_cloud_default`` Airflow connection, or None when there is none."""
+    """The Google Airflow connection (``NARRATION_GOOGLE_CONN_ID`` or Variable ``narration_google_conn_id``, default
+    ``google_cloud_default``), or None when there is none."""
+    from operators.connections import configured
+
+    conn_id = configured("google_conn_id", "google_cloud_default")
     try:
         from airflow.sdk import BaseHook
 
-        return BaseHook.get_connection(os.environ.get("NARRATION_GOOGLE_CONN_ID", "google_cloud_default"))
+        return BaseHook.get_connection(conn_id)
     except Exception:
         return None
 

@@ -1,5 +1,7 @@
 """Airflow connections and Variables -> core-library settings and worker environment.
 
+:func:`configured` is the one lookup of an Airflow-side setting: environment first, then Variable.
+
 The worker environment carries S3 credentials; it goes to subprocesses and to DockerOperator's
 ``private_environment``, never into XCom, logs or rendered fields.
 """
@@ -7,6 +9,7 @@ The worker environment carries S3 credentials; it goes to subprocesses and to Do
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from narration.settings import Settings
@@ -15,6 +18,33 @@ if TYPE_CHECKING:
     from narration.storage import Storage
 
 AWS_CONN_ID = os.environ.get("NARRATION_AWS_CONN_ID", "aws_default")
+
+
+class SettingError(ValueError):
+    """An Airflow-side setting has a value it cannot have; the message names the setting."""
+
+
+def setting_names(name: str) -> str:
+    """How people set ``name``: its environment variable and its Airflow Variable."""
+    return f"NARRATION_{name.upper()} or Variable narration_{name.lower()}"
+
+
+def configured(name: str, default: str | None = None, *, choices: Sequence[str] | None = None) -> str | None:
+    """Setting ``name``: ``NARRATION_<NAME>`` from the environment, else the ``narration_<name>`` Airflow Variable,
+    else ``default``; an empty value counts as unset. Read it only when a task runs, never at DAG parse time.
+    With ``choices``, any other value is a :class:`SettingError` naming the setting."""
+    value = os.environ.get(f"NARRATION_{name.upper()}")
+    if not value:
+        try:
+            from airflow.sdk import Variable
+
+            value = Variable.get(f"narration_{name.lower()}", default=None)
+        except Exception:  # noqa: BLE001 - outside a task (no API server to ask): environment and default only
+            value = None
+    value = value or default
+    if choices is not None and value not in choices:
+        raise SettingError(f"{setting_names(name)} is {value!r}; valid values: {', '.join(choices)}")
+    return value
 
 
 def _s3_hook():

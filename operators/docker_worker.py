@@ -16,15 +16,9 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import DeviceRequest, Mount
 
-from operators.connections import worker_environment
-from operators.worker import (
-    WorkerError,
-    chunk_label,
-    exit_description,
-    log_chunk_result,
-    parse_result_line,
-    worker_command,
-)
+from narration.contract import exit_description
+from operators.connections import configured, worker_environment
+from operators.worker_step import WorkerError, WorkerStep
 
 DEFAULT_IMAGE = "narration-worker-cpu:latest"
 DEFAULT_NETWORK = "host"  # reaches an S3 endpoint on the host's loopback; use "bridge" or a compose network in prod
@@ -37,22 +31,9 @@ _RUNNER_ONLY = {"NARRATION_RUNNER", "NARRATION_MODEL_CACHE", "NARRATION_MODEL_DI
 _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "KEY")
 
 
-def runner_setting(name: str, default: str | None = None) -> str | None:
-    """``NARRATION_<NAME>`` from the environment, else the ``narration_<name>`` Airflow Variable, else default."""
-    value = os.environ.get(f"NARRATION_{name.upper()}")
-    if value:
-        return value
-    try:
-        from airflow.sdk import Variable
-
-        return Variable.get(f"narration_{name.lower()}", default=default)
-    except Exception:  # noqa: BLE001 - outside a task (no API server to ask): environment and defaults only
-        return default
-
-
 def step_image(step: str) -> str:
     """Image for a step: NARRATION_IMAGE_<STEP>, else NARRATION_IMAGE, else the CPU image."""
-    return runner_setting(f"image_{step}") or runner_setting("image") or DEFAULT_IMAGE
+    return configured(f"image_{step}") or configured("image") or DEFAULT_IMAGE
 
 
 def model_cache_mount(source: str | None) -> Mount | None:
@@ -73,7 +54,7 @@ def container_environment(environ: dict[str, str] | None = None) -> tuple[dict[s
     return plain, secret
 
 
-class DockerWorkerOperator(DockerOperator):
+class DockerWorkerOperator(WorkerStep, DockerOperator):
     """Run the worker CLI in the step's image; container output streams into the task log.
 
     Explicit ``image``, ``network_mode``, ``docker_url``, ``device_requests`` or ``mounts`` win over settings.
@@ -87,12 +68,9 @@ class DockerWorkerOperator(DockerOperator):
                  network_mode: str | None = None, docker_url: str | None = None,
                  device_requests: list[DeviceRequest] | None = None, mount_tmp_dir: bool = False,
                  auto_remove: str = "success", **kwargs):
-        super().__init__(image=image or "", network_mode=network_mode, docker_url=docker_url,
-                         device_requests=device_requests, mount_tmp_dir=mount_tmp_dir, auto_remove=auto_remove,
-                         **kwargs)
-        self.step = step
-        self.chunk = chunk
-        self.extra_args = list(extra_args)
+        super().__init__(step=step, chunk=chunk, extra_args=extra_args, image=image or "", network_mode=network_mode,
+                         docker_url=docker_url, device_requests=device_requests, mount_tmp_dir=mount_tmp_dir,
+                         auto_remove=auto_remove, **kwargs)
         self._explicit = {"image": image, "network_mode": network_mode, "docker_url": docker_url,
                           "device_requests": device_requests}
 
@@ -100,17 +78,17 @@ class DockerWorkerOperator(DockerOperator):
         """Resolve settings now (not at DAG parse time) and build the container's command and environment."""
         explicit = self._explicit
         self.image = explicit["image"] or step_image(self.step)
-        self.network_mode = explicit["network_mode"] or runner_setting("docker_network", DEFAULT_NETWORK)
-        self.docker_url = (explicit["docker_url"] or runner_setting("docker_url")
+        self.network_mode = explicit["network_mode"] or configured("docker_network", DEFAULT_NETWORK)
+        self.docker_url = (explicit["docker_url"] or configured("docker_url")
                            or os.environ.get("DOCKER_HOST") or "unix://var/run/docker.sock")
-        gpus = (runner_setting("docker_gpus", "false") or "").strip().lower() in TRUE_WORDS
+        gpus = (configured("docker_gpus", "false") or "").strip().lower() in TRUE_WORDS
         if explicit["device_requests"] is None and gpus:
             self.device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        cache = model_cache_mount(runner_setting("model_cache"))
+        cache = model_cache_mount(configured("model_cache"))
         targets = {m.get("Target") or m.get("target") for m in self.mounts}  # Mount objects are dicts too
         if cache is not None and MODEL_MOUNT not in targets:
             self.mounts = [*self.mounts, cache]
-        self.command = worker_command(self.step, self.chunk["key"], self.extra_args)
+        self.command = self.worker_command()
         plain, secret = container_environment()
         self.environment = {**plain, **self.environment}
         self._private_environment = {**secret, **worker_environment(), **self._private_environment}
@@ -119,7 +97,7 @@ class DockerWorkerOperator(DockerOperator):
 
     def execute(self, context) -> dict[str, Any]:
         self._configure()
-        self.log.info("chunk %s: running %s in %s (network %s, gpus %s)", chunk_label(self.chunk),
+        self.log.info("chunk %s: running %s in %s (network %s, gpus %s)", self.chunk_label,
                       " ".join(self.command), self.image, self.network_mode, bool(self.device_requests))
         # DockerOperator returns output only when pushing XCom, and the result line is needed anyway. All lines:
         # stdout and stderr share one stream, so a log line can arrive after the result line.
@@ -131,8 +109,8 @@ class DockerWorkerOperator(DockerOperator):
             raise self._failure(exc) from exc
         finally:
             self.do_xcom_push, self.xcom_all = wanted
-        result = parse_result_line("\n".join(str(line) for line in lines or []), self.step)
-        log_chunk_result(self.log, result, f" in {self.image}")
+        result = self.parse_result("\n".join(str(line) for line in lines or []))
+        self._log_result(result, f" in {self.image}")
         return result
 
     def _failure(self, exc: DockerContainerFailedException) -> WorkerError:
@@ -140,7 +118,7 @@ class DockerWorkerOperator(DockerOperator):
         output = "\n".join(str(line) for line in (exc.logs or []))
         code = re.search(r"'StatusCode': (\d+)", str(exc))
         try:
-            parse_result_line(output, self.step)
+            self.parse_result(output)
         except WorkerError as reported:
             if code and int(code.group(1)) > 128 and "printed no result line" in str(reported):
                 return WorkerError(f"narration {self.step} container {exit_description(int(code.group(1)))} "

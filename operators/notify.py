@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -23,15 +22,9 @@ WEBHOOK_ENV = "NARRATION_WEBHOOK_URL"
 
 def configured_webhook_url() -> str | None:
     """NARRATION_WEBHOOK_URL, else the ``narration_webhook_url`` Variable; None when neither is set or empty."""
-    url = os.environ.get(WEBHOOK_ENV)
-    if not url:
-        try:
-            from airflow.sdk import Variable
+    from operators.connections import configured
 
-            url = Variable.get(WEBHOOK_VARIABLE, default=None)
-        except Exception:  # noqa: BLE001 - no API server / metadata DB reachable: treat as not configured
-            url = None
-    return url or None
+    return configured("webhook_url")
 
 
 def failed_items(storage, batch_id: str) -> tuple[list[dict], int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from narration.local_s3 import free_port
+from narration.dev.local_s3 import free_port
 from tests.services import PostgresCluster, RedisServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ os.environ.setdefault("NARRATION_RUNNER", "local")
 
 @pytest.fixture(scope="session")
 def s3_server():
-    from narration.local_s3 import LocalS3Server
+    from narration.dev.local_s3 import LocalS3Server
 
     server = LocalS3Server().start()
     saved = {k: os.environ.get(k) for k in server.env()}

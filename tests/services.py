@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from narration.local_s3 import free_port
+from narration.dev.local_s3 import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,14 +1,14 @@
 """The batch-level timing branch: primary aligner, then Google Speech-to-Text, then a clear timing failure.
 
-Google is a real gRPC Speech endpoint on loopback (narration.speech_server) reached by the real client.
+Google is a real gRPC Speech endpoint on loopback (narration.dev.speech_server) reached by the real client.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from narration.dev.speech_server import LocalSpeechServer
 from narration.layout import BatchLayout
-from narration.speech_server import LocalSpeechServer
 from tests.dag_runs import jsonl, only_batch_id, results, run_dag, states, task_instances
 
 ITEMS = [

@@ -1,6 +1,6 @@
 """Google Speech-to-Text fallback timing, driven through the real client over a real gRPC channel.
 
-The peer is ``narration.speech_server``: a gRPC server on 127.0.0.1 that computes word offsets from the audio it
+The peer is ``narration.dev.speech_server``: a gRPC server on 127.0.0.1 that computes word offsets from the audio it
 receives (pocketsphinx), so timings are checked against espeak-ng's exact word onsets.
 """
 
@@ -24,9 +24,9 @@ from narration.align.google import (
     match_to_script,
     plan_segments,
 )
+from narration.dev.speech_server import LocalSpeechServer
 from narration.normalize import normalize_script
 from narration.settings import Settings
-from narration.speech_server import LocalSpeechServer
 from narration.synth.base import Voice
 from narration.synth.espeak import EspeakSynthesizer
 
@@ -250,7 +250,7 @@ def test_is_configured(monkeypatch):
 
 def test_server_runs_as_a_module(short_speech):
     tokens, synthesis = short_speech
-    proc = subprocess.Popen([sys.executable, "-m", "narration.speech_server", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "narration.dev.speech_server", "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -8,19 +8,13 @@ text on stdout (``--json`` for the result line instead).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
 
+from narration.contract import emit_result, error_result
 from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
-
-
-def _emit(result: dict) -> None:
-    sys.stderr.flush()
-    sys.stdout.write(json.dumps(result, separators=(",", ":"), default=str) + "\n")
-    sys.stdout.flush()
 
 
 def _storage(settings: Settings):
@@ -148,11 +142,11 @@ def _run_voices(args, settings: Settings) -> int:
         result, text = cmd_voices(args, settings)
     except (VoiceError, StorageError, BotoCoreError, ClientError) as exc:
         if args.json:
-            _emit({"error": f"{type(exc).__name__}: {exc}", "command": "voices"})
+            emit_result(error_result("voices", exc))
         print(f"narration voices {args.voice_command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, VoiceError) else 1
     if args.json:
-        _emit(result)
+        emit_result(result)
     else:
         print(text)
     return 0
@@ -209,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args, settings)
     except Exception as exc:  # the result line still comes last, so the runner can show why
         logging.getLogger("narration").exception("%s failed", args.command)
-        _emit({"error": f"{type(exc).__name__}: {exc}", "command": args.command, "retryable": _retryable(exc)})
+        emit_result(error_result(args.command, exc, retryable=_retryable(exc)))
         return 1
-    _emit(result)
+    emit_result(result)
     return 0
 
 

@@ -17,13 +17,14 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
 
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
-from narration.faults import FaultPlan
+from narration.dev.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
 from narration.schema import (
@@ -157,11 +158,12 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
     clock = _Clock()
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("synthesize", chunk.chunk_id)
+    storage = faults.wrap_storage(storage, layout, chunk, record=layout.synthesis)
     synth_cls = get_synthesizer_class(chunk.synthesizer)
     params = {**backend_params(chunk.synthesizer, settings), **chunk_params(chunk)}
     results: list[ItemResult] = []
     skipped = 0
-    todo: list[tuple[int, ItemSpec, str]] = []
+    todo: list[tuple[ItemSpec, str]] = []
     etags = {voice: storage.etag(voice_reference_key(voice)) or "missing"
              for voice in dict.fromkeys(item.voice for item in chunk.items)}
 
@@ -180,17 +182,16 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
         storage.delete(layout.synthesis(item.item_id))
         return key, False
 
-    for position, (item, (key, done)) in enumerate(zip(chunk.items, storage.map(already_done, chunk.items)),
-                                                   start=1):
+    for item, (key, done) in zip(chunk.items, storage.map(already_done, chunk.items)):
         if done:
             results.append(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIZED))
             skipped += 1
         else:
-            todo.append((position, item, key))
+            todo.append((item, key))
 
     loads = 0
     if todo:
-        synth = _with_gate(synth_cls(settings), settings)
+        synth = faults.wrap_backend(_with_gate(synth_cls(settings), settings), chunk)
         t0 = time.perf_counter()
         synth.load()
         clock.load_s = time.perf_counter() - t0
@@ -198,11 +199,9 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
         try:
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
-                for position, item, key in todo:
-                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, faults,
-                                                    position, writer))
+                for item, key in todo:
+                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer))
                     progress(f"synthesized {item.item_id}: {results[-1].status.value}")
-                    faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             synth.close()
     return clock.result(chunk, "synthesize", chunk.synthesizer, results, loads, skipped)
@@ -219,13 +218,12 @@ def _with_gate(synth, settings: Settings):
 
 
 def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock,
-                     faults: FaultPlan, position: int, writer: WriteBehind) -> ItemResult:
+                     writer: WriteBehind) -> ItemResult:
     t0 = time.perf_counter()
     tokens = _tokens(item)
     audio: tuple[str, bytes] | None = None
     try:
         voice = materialise_voice(storage, item.voice, voice_dir)
-        faults.before_backend(item.item_id)
         out = synth.synthesize(tokens, voice, speed=item.speed, seed=item.seed)
         elapsed = time.perf_counter() - t0
         audio_key = layout.audio(item.item_id)
@@ -253,7 +251,6 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
     def write() -> None:
         if audio is not None:
             storage.put_bytes(*audio)
-            faults.mid_item(position)
         storage.put_json(layout.synthesis(item.item_id), record)  # written last: its presence means the item is done
 
     writer.submit(write)
@@ -294,6 +291,25 @@ def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord
                      settings.max_untimed_ratio, settings.min_mean_score)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """An item the align step does no work for: its result stands (synthesis failed, routed to the fallback, or a
+    current verdict is reused, ``reused``)."""
+
+    result: ItemResult
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class ToAlign:
+    """An item to align: its synthesis, the primary's record when this is the fallback step, and the cache tag."""
+
+    item: ItemSpec
+    synthesis: SynthesisRecord
+    previous: TimingRecord | None
+    tag: str
+
+
 def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
                 progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
                 ) -> ChunkResult:
@@ -314,18 +330,18 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     clock = _Clock()
     force = bool(chunk.params.get("force"))
     faults = FaultPlan(step, chunk.chunk_id)
+    storage = faults.wrap_storage(storage, layout, chunk, record=functools.partial(layout.timing, backend=backend))
     verdicts = {ItemStatus.ALIGNED, ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED}
     results: list[ItemResult] = []
-    todo: list[tuple[int, ItemSpec, SynthesisRecord, TimingRecord | None, str]] = []
+    todo: list[ToAlign] = []
     skipped = 0
 
-    def examine(item: ItemSpec) -> tuple[str, object]:
-        """("result", ItemResult) when there is nothing to align, ("done", ItemResult) when a current verdict
-        exists, else ("todo", (synthesis, previous primary record, cache tag))."""
+    def examine(item: ItemSpec) -> Settled | ToAlign:
+        """What the step does with the item."""
         synthesis, unusable = _load_synthesis(storage, layout, item.item_id)
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
             reason = synthesis.error if synthesis else unusable
-            return "result", ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason)
+            return Settled(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason))
         if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
             why = ("timing_method=google requested" if chunk.timing_method == "google"
                    else "routed to fallback by force_fallback")
@@ -334,28 +350,28 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
             key = layout.timing(item.item_id, backend)
             if storage.get_json_or_none(key) != json.loads(record.model_dump_json()):
                 storage.put_json(key, record)
-            return "result", ItemResult(item_id=item.item_id, status=record.status, error=why)
+            return Settled(ItemResult(item_id=item.item_id, status=record.status, error=why))
         tag = f"{backend}:{alignment_cache_key(backend, item, synthesis, storage.etag(synthesis.audio_key), settings)}"
         existing = None if force else read_record(storage, layout.timing(item.item_id, backend), TimingRecord)[0]
         if existing and existing.model == tag and existing.status in verdicts:
-            return "done", ItemResult(item_id=item.item_id, status=existing.status,
+            return Settled(ItemResult(item_id=item.item_id, status=existing.status,
                                       error=existing.fallback_reason if existing.status != ItemStatus.ALIGNED
-                                      else None)
+                                      else None), reused=True)
         previous = None
         if not primary:
             previous = read_record(storage, layout.timing(item.item_id, chunk.aligner), TimingRecord)[0]
-        return "todo", (synthesis, previous, tag)
+        return ToAlign(item, synthesis, previous, tag)
 
-    for position, (item, (kind, found)) in enumerate(zip(chunk.items, storage.map(examine, chunk.items)), start=1):
-        if kind == "todo":
-            todo.append((position, item, *found))
+    for planned in storage.map(examine, chunk.items):
+        if isinstance(planned, ToAlign):
+            todo.append(planned)
         else:
-            results.append(found)
-            skipped += kind == "done"
+            results.append(planned.result)
+            skipped += planned.reused
 
     loads = 0
     if todo:
-        aligner = aligner_cls(settings)
+        aligner = faults.wrap_backend(aligner_cls(settings), chunk)
         t0 = time.perf_counter()
         load_error = None
         try:
@@ -366,25 +382,25 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
         clock.load_s = time.perf_counter() - t0
         loads = 1
         # The next items' audio is read and each record written in the background while the model aligns.
-        audio_keys = [synthesis.audio_key for _, _, synthesis, _, _ in todo] if load_error is None else []
+        audio_keys = [job.synthesis.audio_key for job in todo] if load_error is None else []
         try:
             with WriteBehind() as writer, Prefetch(storage.get_bytes, audio_keys) as audio:
-                for n, (position, item, synthesis, previous, tag) in enumerate(todo):
-                    record = _align_item(aligner, item, synthesis, previous, primary, settings, clock, load_error,
-                                         tag, faults, read_audio=functools.partial(audio.get, n))
+                for n, job in enumerate(todo):
+                    item = job.item
+                    record = _align_item(aligner, item, job.synthesis, job.previous, primary, settings, clock,
+                                         load_error, job.tag, read_audio=functools.partial(audio.get, n))
                     writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend), record))
                     results.append(ItemResult(item_id=item.item_id, status=record.status,
                                               error=record.fallback_reason if record.status != ItemStatus.ALIGNED
                                               else None))
                     progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
-                    faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             aligner.close()
     return clock.result(chunk, step, backend, results, loads, skipped)
 
 
 def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None, primary: bool,
-                settings: Settings, clock: _Clock, load_error: str | None, tag: str, faults: FaultPlan,
+                settings: Settings, clock: _Clock, load_error: str | None, tag: str,
                 read_audio: Callable[[], bytes]) -> TimingRecord:
     attempted = (previous.attempted if previous else []) + [aligner.name]
     earlier_reason = previous.fallback_reason if previous else None
@@ -405,7 +421,6 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
         samples, rate = audio_io.from_wav_bytes(read_audio())
         if synthesis.sample_rate and rate != synthesis.sample_rate:
             raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
-        faults.before_backend(item.item_id)
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
     except StorageError:
         raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault

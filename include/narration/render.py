@@ -8,7 +8,6 @@ The result record carries a content hash of everything the item's files were mad
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -16,8 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 
 from narration import audio as audio_io
+from narration.dev.faults import FaultPlan
 from narration.encodings import ENCODINGS, check_encodings, encode
-from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
 from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
@@ -80,8 +79,8 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
     audio = audio or AudioDelivery.resolve(settings)
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
+    storage = faults.wrap_storage(storage, layout, chunk, record=layout.result, backend_input=layout.audio)
     started = time.perf_counter()
-    finished = itertools.count(1)  # completion order, for the chaos hook's "kill after N items"
 
     def render_one(item: ItemSpec) -> tuple[ItemResult, bool]:
         """(the item's result, whether it was skipped as already rendered)."""
@@ -103,7 +102,6 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         if current is not None:  # retract it first: a kill before the new record must not leave it vouching
             storage.delete(layout.result(item.item_id))
         try:
-            faults.before_backend(item.item_id)
             row = _render_item(storage, settings, layout, chunk, item, synthesis, timing, formats, profile,
                                vtt_word_timestamps, audio)
             metadata = {RENDER_KEY: key}
@@ -116,7 +114,6 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
             metadata = None  # no key: the next run renders it again
         storage.put_json(layout.result(item.item_id), row, metadata=metadata)
         progress(f"rendered {item.item_id}: {row.status} ({time.perf_counter() - t0:.2f} s)")
-        faults.after_item(next(finished), fresh=True)
         return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), False
 
     # Items are independent and their work is mostly S3 round trips: several at once.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from narration.dev.local_s3 import LOCAL_SECRET_KEY
 from narration.layout import SUBTITLE_FORMATS, BatchLayout
-from narration.local_s3 import LOCAL_SECRET_KEY
 from narration.storage import Storage
 from tests.dag_runs import jsonl
 from tests.reliability.runs import ITEM_FILES, DagRunRecord, item_files, new_bucket, run_dags

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from narration.faults import ENV_VAR, FaultPlan, InjectedFault, active_rules
+from narration.dev.faults import ENV_VAR, FaultPlan, InjectedFault, active_rules
 from narration.layout import BatchLayout
 from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
@@ -112,13 +112,13 @@ def test_backend_exceptions_fail_only_the_chosen_items_and_a_retry_redoes_only_t
 
 def test_the_chaos_hook_is_inert_unless_configured(caplog):
     assert active_rules({}) == [] and active_rules({ENV_VAR: ""}) == []
-    with caplog.at_level(logging.WARNING, logger="narration.faults"):
+    with caplog.at_level(logging.WARNING, logger="narration.dev.faults"):
         assert active_rules({ENV_VAR: "{not json"}) == []
         assert active_rules({ENV_VAR: '{"kill_after": 2}'}) == []  # no step
     assert "ignoring NARRATION_FAULTS" in caplog.text
     plan = FaultPlan("synthesize", "c0000", {ENV_VAR: '{"step": "align", "fail_items": ["x"], "kill_after": 1}'})
     plan.before_backend("x")
-    plan.after_item(1, fresh=True)  # the rule is for another step: nothing happens
+    plan.after_item(1)  # the rule is for another step: nothing happens
     with pytest.raises(InjectedFault):
         FaultPlan("align", "c0000", {ENV_VAR: '{"step": "align", "fail_items": ["x"]}'}).before_backend("x")
 

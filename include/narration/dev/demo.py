@@ -18,12 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+from narration.dev.local_s3 import LocalS3Server
 from narration.layout import INCOMING, BatchLayout
-from narration.local_s3 import LocalS3Server
 from narration.settings import Settings
 from narration.storage import Storage
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SAMPLE_MANIFEST = REPO / "samples" / "evening-bulletin.jsonl"
 SAMPLE_VOICE_TEXT = "This is the narrator's reference voice, recorded for the evening bulletin."
 DAG_ID = "narration_batch"
