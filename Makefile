@@ -25,14 +25,14 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	uv pip install -q -p $(PY) -e ".[cpu,airflow,google,dev]"
+	uv pip install -q -p $(PY) -e ".[cpu,piper,language-id,airflow,google,dev]"
 	touch $@
 
 # torch, f5-tts and whisperx (about 8 GB): only the heavy test stage and the model benchmarks use it.
 $(HEAVY_VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(HEAVY_VENV)
-	uv pip install -q -p $(HEAVY_PY) -e ".[cpu,dev,f5tts,whisperx,test-models,bench]"
+	uv pip install -q -p $(HEAVY_PY) -e ".[cpu,piper,language-id,similarity,dev,f5tts,whisperx,test-models,bench]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -55,7 +55,8 @@ def cache_key(*parts: object) -> str:
 # Where each backend reads its own parameters from (its settings class's environment prefix). The intelligibility
 # gate decides which take a synthesizer keeps, so its settings are part of every synthesis key.
 BACKEND_ENV_PREFIXES = {"f5tts": ("NARRATION_F5TTS_", "NARRATION_GATE_"),
-                        "espeak": ("NARRATION_ESPEAK_", "NARRATION_GATE_")}
+                        "espeak": ("NARRATION_ESPEAK_", "NARRATION_GATE_"),
+                        "piper": ("NARRATION_PIPER_", "NARRATION_GATE_", "NARRATION_QUALITY_")}
 
 
 def backend_params(backend: str, settings: Settings, environ: dict[str, str] | None = None) -> dict:
