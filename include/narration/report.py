@@ -43,6 +43,12 @@ class ItemReportRow(BaseModel):
     synthesizer: str | None = None
     synthesis_attempts: int | None = None
     asr_wer: float | None = None
+    detected_language: str | None = Field(None, description="Spoken language found in the audio.")
+    language_probability: float | None = None
+    language_mismatch: bool | None = None
+    voice_similarity: float | None = Field(None, description="Speaker-embedding cosine with the reference voice.")
+    voice_cloning: bool | None = Field(None, description="False: the synthesizer speaks in its own voice (Piper, "
+                                       "espeak-ng), not voice cloning; a low similarity is then expected.")
     timing_method: str | None = None
     fallback_reason: str | None = None
     mean_word_score: float | None = None
@@ -128,6 +134,11 @@ def item_row(
         synthesizer=synthesis.backend if synthesis else None,
         synthesis_attempts=synthesis.attempts if synthesis else None,
         asr_wer=synthesis.asr_wer if synthesis else None,
+        detected_language=synthesis.detected_language if synthesis else None,
+        language_probability=synthesis.language_probability if synthesis else None,
+        language_mismatch=synthesis.language_mismatch if synthesis else None,
+        voice_similarity=synthesis.voice_similarity if synthesis else None,
+        voice_cloning=synthesis.voice_cloning if synthesis else None,
         timing_method=timing.method if timing else None,
         fallback_reason=timing.fallback_reason if timing else None,
         mean_word_score=timing.mean_score if timing else None,
@@ -343,6 +354,11 @@ TABLE_COLUMNS = (
     ("Voice", "voice", False),
     ("Language", "language", False),
     ("Synthesizer", "synthesizer", False),
+    ("Detected language", "detected_language", False),
+    ("Language p", "language_probability", True),
+    ("Language mismatch", "language_mismatch", False),
+    ("Voice similarity", "voice_similarity", True),
+    ("Voice cloning", "voice_cloning", False),
     ("Timing", "timing_method", False),
     ("Seconds", "audio_seconds", True),
     ("Words", "words", True),

@@ -163,7 +163,7 @@ class PiperSynthesizer(Synthesizer):
         if peak > 0.99:
             audio *= 0.99 / peak
         params = {"voice_model": self.model_name, "speed": speed, "length_scale": config.length_scale,
-                  "seed": None, "voice_cloning": False, "voice_note": NOT_CLONING}
+                  "seed": None, "voice_note": NOT_CLONING}
         if exact and len(spans) == len(spoken):
             words = token_timings(tokens, spans, rate)
             params["word_timings"] = "piper phoneme durations"
