@@ -10,7 +10,7 @@ from narration.layout import BatchLayout
 from narration.normalize import normalize_script
 from narration.pipeline import load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
-from narration.quality import QualityChecks, QualitySettings
+from narration.quality import QualityCheckError, QualityChecks, QualitySettings
 from narration.schema import ItemStatus, SynthesisRecord
 from narration.settings import Settings
 from narration.synth import get_synthesizer_class
@@ -119,3 +119,21 @@ def test_a_language_mismatch_fails_the_item_when_the_setting_asks(storage, narra
     assert "LanguageMismatchError" in failed.error and ":1: language:" in failed.error
     assert failed.detected_language == "de" and failed.audio_key is None
     assert records["english"].status == ItemStatus.SYNTHESIZED
+
+
+def test_min_voice_similarity_without_the_speaker_encoder_fails_fast_naming_the_setting():
+    try:
+        import resemblyzer  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("resemblyzer is installed here (the heavy stage tests the encoder itself)")
+    checks = QualityChecks(Settings(), QualitySettings(language_id=False, voice_similarity=True, min_voice_similarity=0.7))
+    with pytest.raises(QualityCheckError, match="NARRATION_QUALITY_MIN_VOICE_SIMILARITY is set but speaker encoder"):
+        checks.load()
+
+
+def test_an_explicit_language_model_that_is_not_there_names_the_setting(tmp_path):
+    checks = QualityChecks(Settings(), QualitySettings(language_id=True, language_model=str(tmp_path), voice_similarity=False))
+    with pytest.raises(QualityCheckError, match="NARRATION_QUALITY_LANGUAGE_MODEL: no model.bin"):
+        checks.load()
