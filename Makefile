@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
         bad-input-table bench bench-core bench-heavy lint clean
 
 help:
-	@echo "make demo            a real batch on the embedded default: local S3, espeak-ng, pocketsphinx, Airflow on SQLite"
+	@echo "make demo            a real batch: local S3, Piper (espeak-ng: NARRATION_DEMO_SYNTHESIZER=espeak), pocketsphinx, Airflow"
 	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler,"
 	@echo "                     distributed (Postgres, Redis, two Celery workers)"
 	@echo "make test-core       the fast suite only (no Docker engine, no torch)"
@@ -77,6 +77,7 @@ bench-core: venv
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models
 	$(HEAVY_PY) -m bench.subtitles
+	$(HEAVY_PY) -m bench.quality
 
 lint: venv
 	$(VENV)/bin/ruff check include operators dags tests bench

@@ -128,12 +128,14 @@ def test_min_voice_similarity_without_the_speaker_encoder_fails_fast_naming_the_
         pass
     else:
         pytest.skip("resemblyzer is installed here (the heavy stage tests the encoder itself)")
-    checks = QualityChecks(Settings(), QualitySettings(language_id=False, voice_similarity=True, min_voice_similarity=0.7))
+    checks = QualityChecks(Settings(), QualitySettings(language_id=False, voice_similarity=True,
+                                                       min_voice_similarity=0.7))
     with pytest.raises(QualityCheckError, match="NARRATION_QUALITY_MIN_VOICE_SIMILARITY is set but speaker encoder"):
         checks.load()
 
 
 def test_an_explicit_language_model_that_is_not_there_names_the_setting(tmp_path):
-    checks = QualityChecks(Settings(), QualitySettings(language_id=True, language_model=str(tmp_path), voice_similarity=False))
+    checks = QualityChecks(Settings(), QualitySettings(language_id=True, language_model=str(tmp_path),
+                                                       voice_similarity=False))
     with pytest.raises(QualityCheckError, match="NARRATION_QUALITY_LANGUAGE_MODEL: no model.bin"):
         checks.load()
