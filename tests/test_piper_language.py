@@ -8,9 +8,11 @@ import pytest
 
 from narration.layout import BatchLayout
 from narration.normalize import normalize_script
-from narration.pipeline import load_chunk, synthesize_chunk
+from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
 from narration.quality import QualityCheckError, QualityChecks, QualitySettings
+from narration.render import render_chunk
+from narration.report import ItemReportRow, report_csv, report_html, summarize
 from narration.schema import ItemStatus, SynthesisRecord
 from narration.settings import Settings
 from narration.synth import get_synthesizer_class
@@ -112,6 +114,26 @@ def test_german_text_submitted_as_english_is_detected_and_flagged(storage, narra
     assert flagged.voice_cloning is False
 
 
+def test_detected_language_reaches_words_json_the_report_csv_and_html(storage, narrator, german_voice, monkeypatch):
+    _synthesize(storage, monkeypatch, fail=False)
+    chunk = load_chunk(storage, next(k for k in storage.list_keys("batches/") if "/chunks/" in k))
+    align_chunk(storage, Settings(), chunk)
+    render_chunk(storage, Settings(), chunk, formats=["json"], profile_name="netflix-adult", progress=lambda _: None)
+    layout = BatchLayout(chunk.batch_id)
+    metadata = storage.get_json(layout.subtitle("english", "json"))["metadata"]
+    assert metadata["detected_language"] == "en" and metadata["language_probability"] > 0.5
+    assert metadata["voice_cloning"] is False
+    rows = [ItemReportRow.model_validate(storage.get_json(layout.result(i.item_id))) for i in chunk.items]
+    csv = report_csv(rows).splitlines()
+    header = csv[0].split(",")
+    german = dict(zip(header, next(line for line in csv if line.startswith("german-as-english")).split(",")))
+    assert german["detected_language"] == "de" and german["language_mismatch"] == "True"
+    assert float(german["language_probability"]) > 0.5 and german["voice_cloning"] == "False"
+    html = report_html(rows)
+    assert "Detected language" in html and "spoken language differs" in html
+    assert summarize(rows)["language_mismatches"] == 1
+
+
 def test_a_language_mismatch_fails_the_item_when_the_setting_asks(storage, narrator, german_voice, monkeypatch):
     records = _synthesize(storage, monkeypatch, fail=True)
     failed = records["german-as-english"]
@@ -139,3 +161,22 @@ def test_an_explicit_language_model_that_is_not_there_names_the_setting(tmp_path
                                                        voice_similarity=False))
     with pytest.raises(QualityCheckError, match="NARRATION_QUALITY_LANGUAGE_MODEL: no model.bin"):
         checks.load()
+
+
+def test_the_gate_reuses_the_language_checks_multilingual_whisper(language_checks, piper):
+    from narration.gate import GatedSynthesizer, GateSettings, IntelligibilityGate
+
+    gate = IntelligibilityGate(Settings(), GateSettings(asr_model="language-id", max_attempts=1, beam_size=1))
+    gated = GatedSynthesizer(piper, gate, language_checks)
+    gated.load()
+    assert gate.model is language_checks.language.model  # one load for both
+    take = gated.synthesize(normalize_script(ENGLISH, "en-us"), Voice("narrator", "en", ""))
+    assert take.params["asr_wer"] <= 0.2, take.params
+    assert take.params["gate_model"] == language_checks.language.path.name
+
+
+def test_the_shared_gate_model_without_language_id_names_both_settings():
+    from narration.gate import GateSettings, IntelligibilityGate
+
+    with pytest.raises(FileNotFoundError, match="NARRATION_GATE_ASR_MODEL=language-id needs.*LANGUAGE_ID"):
+        IntelligibilityGate(Settings(), GateSettings(asr_model="language-id")).load()

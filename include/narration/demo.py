@@ -152,7 +152,7 @@ def print_summary(storage: Storage, batch_id: str, local_dir: Path) -> dict:
     print("-" * 100)
     for key, value in summary.items():
         if key.startswith("by_") or key in ("items", "fallbacks", "untimed_words", "low_confidence_words",
-                                               "cue_rule_violations", "audio_seconds"):
+                                               "cue_rule_violations", "audio_seconds", "language_mismatches"):
             print(f"{key:>22}: {value}")
     print(f"{'local outputs':>22}: {local_dir}")
     print(f"{'HTML report':>22}: {local_dir / 'report.html'}")

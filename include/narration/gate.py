@@ -25,6 +25,7 @@ from narration.synth.base import Synthesis, Synthesizer, Voice
 log = logging.getLogger(__name__)
 
 ASR_SAMPLE_RATE = 16000
+SHARED_LANGUAGE_MODEL = "language-id"  # NARRATION_GATE_ASR_MODEL value: reuse the language check's model
 
 
 class GateSettings(BaseSettings):
@@ -33,8 +34,8 @@ class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NARRATION_GATE_", extra="ignore")
 
     asr_model: str | None = Field(
-        None, description="CTranslate2 Whisper model dir (faster-whisper format). "
-        "Default <model_dir>/faster-whisper-small.en")
+        None, description="CTranslate2 Whisper model dir (faster-whisper format), or 'language-id': the "
+        "multilingual model the language check loaded (one load for both). Default <model_dir>/faster-whisper-small.en")
     compute_type: str = Field("auto", description="auto (float16 on CUDA, int8 on CPU) or any CTranslate2 type.")
     beam_size: int = Field(5, ge=1)
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default.")
@@ -62,15 +63,26 @@ class IntelligibilityGate:
         self.gate = gate_settings or GateSettings()
         self.model = None
         self.device: str | None = None
+        self.shared_path: Path | None = None
         self.load_s = 0.0
 
     @property
     def model_path(self) -> Path:
+        if self.shared_path is not None:
+            return self.shared_path
         return Path(self.gate.asr_model or Path(self.settings.model_dir) / "faster-whisper-small.en")
+
+    def use_model(self, model, path: Path) -> None:
+        """Score with an already loaded faster-whisper model (the language check's)."""
+        self.model = model
+        self.shared_path = path
 
     def load(self) -> None:
         if self.model is not None:
             return
+        if self.gate.asr_model == SHARED_LANGUAGE_MODEL:
+            raise FileNotFoundError(f"NARRATION_GATE_ASR_MODEL={SHARED_LANGUAGE_MODEL} needs the language check's "
+                                    "model loaded (NARRATION_QUALITY_LANGUAGE_ID=true and its model installed)")
         if not (self.model_path / "model.bin").is_file():
             raise FileNotFoundError(f"no faster-whisper model at {self.model_path} (set NARRATION_GATE_ASR_MODEL)")
         from faster_whisper import WhisperModel
@@ -162,7 +174,12 @@ class GatedSynthesizer:
         self.clones_voice = synth.clones_voice
 
     def load(self) -> None:
+        """Load the synthesizer and the gate's ASR; call after the quality checks' load, whose multilingual
+        model the gate reuses with NARRATION_GATE_ASR_MODEL=language-id."""
         self.synth.load()
+        language = self.checks.language if self.checks is not None else None
+        if self.gate.gate.asr_model == SHARED_LANGUAGE_MODEL and language is not None:
+            self.gate.use_model(language.model, language.path)
         self.gate.load()
 
     def synthesize(self, tokens: list[ScriptToken], voice: Voice, *, speed: float = 1.0,

@@ -197,8 +197,8 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
         checks = QualityChecks(settings)
         synth = _with_gate(synth_cls(settings), settings, checks)
         t0 = time.perf_counter()
+        checks.load()  # first: the gate can reuse its multilingual Whisper
         synth.load()
-        checks.load()
         clock.load_s = time.perf_counter() - t0
         loads = 1
         try:

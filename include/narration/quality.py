@@ -124,6 +124,7 @@ class LanguageIdentifier:
         self.settings = settings
         self.quality = quality
         self.model = None
+        self.path: Path | None = None
 
     def model_path(self) -> Path:
         if self.quality.language_model:
@@ -143,7 +144,8 @@ class LanguageIdentifier:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         device = resolve_device(device)
         kind, _, index = device.partition(":")
-        self.model = WhisperModel(str(self.model_path()), device=kind, device_index=int(index or 0),
+        self.path = self.model_path()
+        self.model = WhisperModel(str(self.path), device=kind, device_index=int(index or 0),
                                   compute_type=ctranslate2_compute_type(device, self.quality.compute_type),
                                   cpu_threads=self.quality.cpu_threads, local_files_only=True)
 

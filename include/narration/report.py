@@ -203,6 +203,7 @@ def summarize(rows: Iterable[ItemReportRow]) -> dict[str, Any]:
         "cues": sum(row.cues or 0 for row in rows),
         "cue_rule_violations": dict(sorted(violations.items())),
         "audio_seconds": round(sum(row.audio_seconds or 0.0 for row in rows), 3),
+        "language_mismatches": sum(1 for row in rows if row.language_mismatch),
     }
 
 
@@ -476,6 +477,8 @@ def problems(rows: list[ItemReportRow], quarantine: Iterable[LineError] | None =
     items = [r for r in rows if r.status != ItemStatus.QUARANTINED.value]
     fallbacks = [(r, f"timing by {r.timing_method}", r.fallback_reason) for r in items if r.fallback_reason]
     fallbacks += [(r, "loudness not normalised", r.loudness_error) for r in items if r.loudness_error]
+    fallbacks += [(r, "spoken language differs", f"detected {r.detected_language!r} (p={r.language_probability:.2f}), "
+                   f"requested {r.language!r}") for r in items if r.language_mismatch]
     found = {
         "quarantined": quarantined,
         "failed": [r for r in items if r.status != ItemStatus.DONE.value],

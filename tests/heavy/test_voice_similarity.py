@@ -65,3 +65,26 @@ def test_embeddings_are_unit_length(checks, piper):
     item = _speak(piper, "A short sentence for the encoder.")
     embedding = checks.speaker.embed(item.audio, item.sample_rate)
     assert abs(float(np.linalg.norm(embedding)) - 1.0) < 1e-3
+
+
+def test_the_gate_resamples_takes_whose_voice_does_not_match_and_records_each_similarity(
+    checks, f5_env, cpu_settings, reference_voice, tiny_en_model
+):
+    from narration.gate import GatedSynthesizer, GateSettings, IntelligibilityGate
+    from narration.synth import get_synthesizer_class
+
+    gate = IntelligibilityGate(cpu_settings, GateSettings(asr_model=tiny_en_model, beam_size=1, max_attempts=3,
+                                                          wer_threshold=1.0))  # every take passes on WER
+    strict = QualityChecks(cpu_settings, QualitySettings(language_id=False, min_voice_similarity=0.999))
+    strict.speaker = checks.speaker  # the loaded encoder, with the threshold no random model's take reaches
+    gated = GatedSynthesizer(get_synthesizer_class("f5tts")(cpu_settings), gate, strict)
+    gated.load()
+    try:
+        take = gated.synthesize(normalize_script("Bright stars fill the sky."), reference_voice, seed=100)
+    finally:
+        gated.close()
+    tried = take.params["gate_attempts"]
+    assert take.params["attempts"] == 3 and [t["seed"] for t in tried] == [100, 101, 102]
+    assert all(-1.0 <= t["voice_similarity"] < 0.999 for t in tried)
+    kept = next(t for t in tried if t["seed"] == take.params["seed"])
+    assert round(take.params["voice_similarity"], 4) == kept["voice_similarity"]
