@@ -147,15 +147,15 @@ def synthesize_with_gate(
         wer, transcript = gate.score(take.audio, take.sample_rate, tokens, voice.language)
         tried.append({"seed": take.params.get("seed", base_seed + attempt), "wer": round(wer, 4)})
         sim = similarity(take) if similarity is not None else None
-        if sim is not None:
+        if similarity is not None:
             take.params["voice_similarity"] = sim
-            tried[-1]["voice_similarity"] = round(sim, 4)
+            tried[-1]["voice_similarity"] = round(sim, 4) if sim is not None else None
         log.info("attempt %d seed %s: WER %.3f similarity %s (%r)", attempt + 1, tried[-1]["seed"], wer, sim,
                  transcript)
-        rank = -sim if sim is not None else 0.0
+        rank = -sim if sim is not None else (1.0 if similarity is not None else 0.0)  # unmeasurable ranks last
         if best is None or (wer, rank) < best[:2]:
             best = (wer, rank, take)
-        if wer <= wer_threshold and (min_similarity is None or sim is None or sim >= min_similarity):
+        if wer <= wer_threshold and (min_similarity is None or (sim is not None and sim >= min_similarity)):
             break
     wer, _, take = best
     take.params.update({"asr_wer": round(wer, 4), "gate_attempts": tried, "gate_model": gate.model_path.name})

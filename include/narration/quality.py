@@ -31,6 +31,10 @@ class QualityCheckError(RuntimeError):
     """A quality check that is configured but cannot run (a missing model file names its setting)."""
 
 
+class TooLittleSpeechError(ValueError):
+    """An item or reference with too little voiced audio for a speaker embedding."""
+
+
 class LanguageMismatchError(ValueError):
     """The item's audio is in another language than its manifest line requested (with fail_on_language_mismatch)."""
 
@@ -175,7 +179,7 @@ class SpeakerEncoder:
         wav = preprocess_wav(resample(np.asarray(audio, dtype=np.float32), sample_rate, ANALYSIS_SAMPLE_RATE),
                              source_sr=ANALYSIS_SAMPLE_RATE)
         if len(wav) < ANALYSIS_SAMPLE_RATE // 4:
-            raise QualityCheckError("under 0.25 s of voiced audio: too little to compare voices")
+            raise TooLittleSpeechError("under 0.25 s of voiced audio: too little to compare voices")
         return self.encoder.embed_utterance(wav)
 
     def reference(self, path: str) -> np.ndarray:
@@ -231,9 +235,14 @@ class QualityChecks:
         self.load_s = time.perf_counter() - started
 
     def voice_similarity(self, audio: np.ndarray, sample_rate: int, reference_path: str | None) -> float | None:
+        """The cosine, or None when there is no encoder, no reference, or too little voiced audio to embed."""
         if self.speaker is None or not reference_path:
             return None
-        return self.speaker.similarity(audio, sample_rate, reference_path)
+        try:
+            return self.speaker.similarity(audio, sample_rate, reference_path)
+        except TooLittleSpeechError as exc:
+            log.warning("voice similarity not measured: %s", exc)
+            return None
 
     def check(self, audio: np.ndarray, sample_rate: int, requested_language: str,
               reference_path: str | None, similarity: float | None = None) -> QualityResult:
@@ -250,6 +259,8 @@ class QualityChecks:
             else:
                 result.voice_similarity = (similarity if similarity is not None
                                            else self.voice_similarity(audio, sample_rate, reference_path))
+                if result.voice_similarity is None:
+                    result.notes.append("voice similarity not measured: under 0.25 s of voiced audio")
         return result
 
     def close(self) -> None:

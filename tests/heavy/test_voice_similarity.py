@@ -85,6 +85,8 @@ def test_the_gate_resamples_takes_whose_voice_does_not_match_and_records_each_si
         gated.close()
     tried = take.params["gate_attempts"]
     assert take.params["attempts"] == 3 and [t["seed"] for t in tried] == [100, 101, 102]
-    assert all(-1.0 <= t["voice_similarity"] < 0.999 for t in tried)
+    # A random model babbles: a take is either scored below the threshold or has too little voice to score.
+    assert all(t["voice_similarity"] is None or -1.0 <= t["voice_similarity"] < 0.999 for t in tried)
     kept = next(t for t in tried if t["seed"] == take.params["seed"])
-    assert round(take.params["voice_similarity"], 4) == kept["voice_similarity"]
+    measured = take.params["voice_similarity"]
+    assert (round(measured, 4) if measured is not None else None) == kept["voice_similarity"]
