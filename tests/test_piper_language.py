@@ -180,3 +180,12 @@ def test_the_shared_gate_model_without_language_id_names_both_settings():
 
     with pytest.raises(FileNotFoundError, match="NARRATION_GATE_ASR_MODEL=language-id needs.*LANGUAGE_ID"):
         IntelligibilityGate(Settings(), GateSettings(asr_model="language-id")).load()
+
+
+def test_a_different_language_heard_with_low_confidence_is_noted_not_flagged():
+    from narration.quality import LanguageResult
+
+    unsure = LanguageResult(language="nl", probability=0.51, requested="en", min_probability=0.7)
+    sure = LanguageResult(language="de", probability=0.89, requested="en-US", min_probability=0.7)
+    assert unsure.differs and not unsure.mismatch
+    assert sure.mismatch and not LanguageResult("en", 0.99, "en-us", 0.7).differs

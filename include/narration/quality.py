@@ -52,6 +52,9 @@ class QualitySettings(BaseSettings):
         description="Where the two whisper-base package parts are joined into one model directory.")
     compute_type: str = Field("auto", description="auto (float16 on CUDA, int8 on CPU) or any CTranslate2 type.")
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default.")
+    min_language_probability: float = Field(0.7, ge=0, le=1, description="A detected language that differs from "
+                                            "the requested one is flagged only at this probability or above "
+                                            "(bench.quality: wrong detections of espeak speech came at <= 0.62).")
     fail_on_language_mismatch: bool = Field(False, description="Fail an item whose detected language is not the "
                                             "requested one (otherwise it is flagged and ships).")
     voice_similarity: bool = Field(True, description="Score every item against its reference voice "
@@ -65,10 +68,16 @@ class LanguageResult:
     language: str
     probability: float
     requested: str
+    min_probability: float = 0.0
+
+    @property
+    def differs(self) -> bool:
+        return self.language != base_language(self.requested)
 
     @property
     def mismatch(self) -> bool:
-        return self.language != base_language(self.requested)
+        """Another language than requested, heard with enough confidence to flag."""
+        return self.differs and self.probability >= self.min_probability
 
 
 @dataclass
@@ -156,7 +165,8 @@ class LanguageIdentifier:
     def detect(self, audio: np.ndarray, sample_rate: int, requested: str) -> LanguageResult:
         audio16 = resample(np.asarray(audio, dtype=np.float32), sample_rate, ANALYSIS_SAMPLE_RATE)
         language, probability, _ = self.model.detect_language(audio16)
-        return LanguageResult(language=language, probability=float(probability), requested=requested)
+        return LanguageResult(language=language, probability=float(probability), requested=requested,
+                              min_probability=self.quality.min_language_probability)
 
 
 class SpeakerEncoder:
@@ -250,9 +260,14 @@ class QualityChecks:
         result = QualityResult(notes=list(self.unavailable))
         if self.language is not None:
             result.language = self.language.detect(audio, sample_rate, requested_language)
-            if result.language.mismatch:
-                result.notes.append(f"spoken language detected as {result.language.language!r} "
-                                    f"(p={result.language.probability:.2f}), requested {requested_language!r}")
+            found = result.language
+            if found.mismatch:
+                result.notes.append(f"spoken language detected as {found.language!r} "
+                                    f"(p={found.probability:.2f}), requested {requested_language!r}")
+            elif found.differs:
+                result.notes.append(f"spoken language uncertain: {found.language!r} at p={found.probability:.2f}, "
+                                    f"under NARRATION_QUALITY_MIN_LANGUAGE_PROBABILITY "
+                                    f"{found.min_probability:.2f}: not flagged")
         if self.speaker is not None:
             if not reference_path:
                 result.notes.append("voice similarity not measured: the voice has no reference audio")
