@@ -498,7 +498,8 @@ def _totals(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     labels = {"items": "Lines", "by_status": "Status", "by_timing_method": "Timing", "fallbacks": "Fallbacks",
               "fallback_reasons": "Fallback reasons", "untimed_words": "Untimed words",
               "low_confidence_words": "Low-confidence words", "cues": "Cues",
-              "cue_rule_violations": "Cues breaking a rule", "audio_seconds": "Audio seconds"}
+              "cue_rule_violations": "Cues breaking a rule", "audio_seconds": "Audio seconds",
+              "language_mismatches": "Language mismatches"}
     return [(labels.get(key, key), text(value)) for key, value in summary.items()]
 
 
