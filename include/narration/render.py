@@ -202,6 +202,9 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,
         "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
         "synthesizer": synthesis.backend, "profile": profile.name, "unspoken_words": item.unspoken_words,
+        "detected_language": synthesis.detected_language, "language_probability": synthesis.language_probability,
+        "language_mismatch": synthesis.language_mismatch, "voice_similarity": synthesis.voice_similarity,
+        "voice_cloning": synthesis.voice_cloning,
     }
     documents = {
         "srt": lambda: subtitle_formats.to_srt(cues),

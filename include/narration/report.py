@@ -43,6 +43,12 @@ class ItemReportRow(BaseModel):
     synthesizer: str | None = None
     synthesis_attempts: int | None = None
     asr_wer: float | None = None
+    detected_language: str | None = Field(None, description="Spoken language found in the audio.")
+    language_probability: float | None = None
+    language_mismatch: bool | None = None
+    voice_similarity: float | None = Field(None, description="Speaker-embedding cosine with the reference voice.")
+    voice_cloning: bool | None = Field(None, description="False: the synthesizer speaks in its own voice (Piper, "
+                                       "espeak-ng), not voice cloning; a low similarity is then expected.")
     timing_method: str | None = None
     fallback_reason: str | None = None
     mean_word_score: float | None = None
@@ -128,6 +134,11 @@ def item_row(
         synthesizer=synthesis.backend if synthesis else None,
         synthesis_attempts=synthesis.attempts if synthesis else None,
         asr_wer=synthesis.asr_wer if synthesis else None,
+        detected_language=synthesis.detected_language if synthesis else None,
+        language_probability=synthesis.language_probability if synthesis else None,
+        language_mismatch=synthesis.language_mismatch if synthesis else None,
+        voice_similarity=synthesis.voice_similarity if synthesis else None,
+        voice_cloning=synthesis.voice_cloning if synthesis else None,
         timing_method=timing.method if timing else None,
         fallback_reason=timing.fallback_reason if timing else None,
         mean_word_score=timing.mean_score if timing else None,
@@ -192,6 +203,7 @@ def summarize(rows: Iterable[ItemReportRow]) -> dict[str, Any]:
         "cues": sum(row.cues or 0 for row in rows),
         "cue_rule_violations": dict(sorted(violations.items())),
         "audio_seconds": round(sum(row.audio_seconds or 0.0 for row in rows), 3),
+        "language_mismatches": sum(1 for row in rows if row.language_mismatch),
     }
 
 
@@ -343,6 +355,11 @@ TABLE_COLUMNS = (
     ("Voice", "voice", False),
     ("Language", "language", False),
     ("Synthesizer", "synthesizer", False),
+    ("Detected language", "detected_language", False),
+    ("Language p", "language_probability", True),
+    ("Language mismatch", "language_mismatch", False),
+    ("Voice similarity", "voice_similarity", True),
+    ("Voice cloning", "voice_cloning", False),
     ("Timing", "timing_method", False),
     ("Seconds", "audio_seconds", True),
     ("Words", "words", True),
@@ -460,6 +477,8 @@ def problems(rows: list[ItemReportRow], quarantine: Iterable[LineError] | None =
     items = [r for r in rows if r.status != ItemStatus.QUARANTINED.value]
     fallbacks = [(r, f"timing by {r.timing_method}", r.fallback_reason) for r in items if r.fallback_reason]
     fallbacks += [(r, "loudness not normalised", r.loudness_error) for r in items if r.loudness_error]
+    fallbacks += [(r, "spoken language differs", f"detected {r.detected_language!r} (p={r.language_probability:.2f}), "
+                   f"requested {r.language!r}") for r in items if r.language_mismatch]
     found = {
         "quarantined": quarantined,
         "failed": [r for r in items if r.status != ItemStatus.DONE.value],
@@ -479,7 +498,8 @@ def _totals(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     labels = {"items": "Lines", "by_status": "Status", "by_timing_method": "Timing", "fallbacks": "Fallbacks",
               "fallback_reasons": "Fallback reasons", "untimed_words": "Untimed words",
               "low_confidence_words": "Low-confidence words", "cues": "Cues",
-              "cue_rule_violations": "Cues breaking a rule", "audio_seconds": "Audio seconds"}
+              "cue_rule_violations": "Cues breaking a rule", "audio_seconds": "Audio seconds",
+              "language_mismatches": "Language mismatches"}
     return [(labels.get(key, key), text(value)) for key, value in summary.items()]
 
 

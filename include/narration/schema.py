@@ -132,6 +132,15 @@ class SynthesisRecord(Model):
     tokens: list[ScriptToken] = Field(default_factory=list)
     compute_s: float = 0.0
     error: str | None = None
+    detected_language: str | None = Field(None, description="Spoken language found in the audio (Whisper code).")
+    language_probability: float | None = None
+    language_mismatch: bool | None = Field(None, description="The detected language is not the requested one.")
+    voice_similarity: float | None = Field(None, description="Speaker-embedding cosine between the audio and the "
+                                           "voice's reference recording (1 = same voice).")
+    voice_cloning: bool | None = Field(None, description="Whether the synthesizer imitates the reference voice "
+                                       "(F5-TTS) or speaks in its own (Piper, espeak-ng: not voice cloning).")
+    quality_notes: list[str] = Field(default_factory=list, description="Checks that did not run, and why; "
+                                     "a language mismatch.")
 
 
 class TimingRecord(Model):

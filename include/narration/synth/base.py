@@ -44,6 +44,7 @@ class Synthesis:
 
 class Synthesizer(ABC):
     name: ClassVar[str]
+    clones_voice: ClassVar[bool] = False  # True when the output imitates the voice's reference recording
 
     def __init__(self, settings: Settings):
         self.settings = settings

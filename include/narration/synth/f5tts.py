@@ -122,6 +122,7 @@ class F5TTSSynthesizer(Synthesizer):
     """Clones ``voice`` from its reference clip (<= 12 s) and transcript, speaking the normalised script."""
 
     name = "f5tts"
+    clones_voice = True
 
     def __init__(self, settings: Settings, f5_settings: F5TTSSettings | None = None):
         super().__init__(settings)
