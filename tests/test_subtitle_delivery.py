@@ -20,8 +20,7 @@ from narration.plan import BatchOptions, plan_batch
 from narration.render import render_chunk
 from narration.schema import Cue
 from narration.settings import Settings
-from narration.subtitles import get_profile
-from narration.subtitles.formats import to_ass, to_srt, to_ttml, to_vtt
+from narration.subtitles import get_profile, to_ass, to_srt, to_ttml, to_vtt
 from narration.subtitles.profile import FRAME_RATES
 from tests.dag_runs import jsonl
 

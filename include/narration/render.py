@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from narration import audio as audio_io
-from narration.encodings import ENCODINGS, check_encodings, encode
+from narration.encodings import check_encodings, encode, encoder
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
@@ -25,8 +25,9 @@ from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage, StorageError
-from narration.subtitles import formats as subtitle_formats
 from narration.subtitles import get_profile, segment_cues
+from narration.subtitles.formats import get_format
+from narration.subtitles.formats.base import SubtitleDocument
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def deliver_audio(storage: Storage, layout: BatchLayout, item_id: str, synthesis
     storage.put_json(layout.delivery(item_id), {
         "item_id": item_id, "sample_rate": rate, "duration_s": round(len(samples) / rate, 4),
         "loudness": loudness.model_dump() if loudness else None, "loudness_error": error,
-        "encoders": {kind: ENCODINGS["wav" if kind == "audio" else kind][1] for kind in outputs}, "outputs": outputs,
+        "encoders": {kind: encoder("wav" if kind == "audio" else kind) for kind in outputs}, "outputs": outputs,
     })
     fields = {"loudness_target_lufs": audio.target_lufs, "loudness_error": error}
     if loudness is not None:
@@ -206,15 +207,9 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "resolution_ms": timing.resolution_ms, "language": timing.language, "model": timing.model,
         "synthesizer": synthesis.backend, "profile": profile.name, "unspoken_words": item.unspoken_words,
     }
-    documents = {
-        "srt": lambda: subtitle_formats.to_srt(cues),
-        "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words, inline_word_timestamps=vtt_word_timestamps),
-        "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
-        "ttml": lambda: subtitle_formats.to_ttml(cues, item.locale, profile),
-        "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
-        "csv": lambda: subtitle_formats.to_words_csv(timing.words),
-    }
-    rendered = {fmt: documents[fmt]() for fmt in formats}  # every writer runs before anything is stored
+    document = SubtitleDocument(cues=cues, words=timing.words, language=item.locale, profile=profile,
+                                metadata=metadata, vtt_word_timestamps=vtt_word_timestamps)
+    rendered = {fmt: get_format(fmt).write(document) for fmt in formats}  # every writer runs before anything is stored
     for fmt, text in rendered.items():
         outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), text)
     row = item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,
