@@ -468,3 +468,9 @@ def test_an_unknown_format_is_named_with_the_valid_ones():
     assert check_formats(["srt", "json"]) == ["srt", "json"]
     with pytest.raises(UnknownFormatError, match="'sbv'"):
         check_formats(["srt", "sbv"])
+    from pydantic import ValidationError
+
+    from narration.plan import BatchOptions
+
+    with pytest.raises(ValidationError, match="unknown output format 'mp4'; valid formats: srt, vtt"):
+        BatchOptions(formats=["srt", "mp4"])

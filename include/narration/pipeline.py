@@ -22,7 +22,8 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from narration import audio as audio_io
-from narration.align import AlignmentError, get_aligner_class
+from narration.align import get_aligner_class
+from narration.align.base import AlignmentError
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
@@ -43,7 +44,6 @@ from narration.voices import materialise_voice
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -151,8 +151,7 @@ def synthesis_problem(record: SynthesisRecord | None, storage: Storage, key: str
     return f"{storage.uri(record.audio_key or '')}: {problem}" if problem else None
 
 
-def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, progress: Progress = log.info
-                     ) -> ChunkResult:
+def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
     layout = BatchLayout(chunk.batch_id)
     clock = _Clock()
     force = bool(chunk.params.get("force"))
@@ -201,7 +200,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
                 for position, item, key in todo:
                     results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, faults,
                                                     position, writer))
-                    progress(f"synthesized {item.item_id}: {results[-1].status.value}")
+                    log.info("synthesized %s: %s", item.item_id, results[-1].status.value)
                     faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             synth.close()
@@ -294,10 +293,8 @@ def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord
                      settings.max_untimed_ratio, settings.min_mean_score)
 
 
-def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
-                progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
-                ) -> ChunkResult:
-    """Time every item of the chunk with ``backend`` (the chunk's primary aligner by default).
+def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
+    """Time every item of the chunk with its step's aligner: the primary, or the fallback for a fallback chunk.
 
     As the primary step, items routed to fallback (``timing_method=google`` or ``force_fallback``) are marked
     ``needs_fallback`` without work. As a fallback step, each item records the primary's reason and every backend
@@ -307,9 +304,9 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     aligned, or judged not alignable. A crash or a backend that did not load leaves no key, so a retry redoes it.
     """
     layout = BatchLayout(chunk.batch_id)
-    primary = backend is None or backend == chunk.aligner
-    backend = backend or chunk.aligner
-    aligner_cls = aligner_factory or get_aligner_class(backend)  # an unknown name fails before any work
+    primary = not chunk.fallback
+    backend = chunk.step_aligner
+    aligner_cls = get_aligner_class(backend)  # an unknown name fails before any work
     step = "align" if primary else "fallback"
     clock = _Clock()
     force = bool(chunk.params.get("force"))
@@ -376,7 +373,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
                     results.append(ItemResult(item_id=item.item_id, status=record.status,
                                               error=record.fallback_reason if record.status != ItemStatus.ALIGNED
                                               else None))
-                    progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
+                    log.info("aligned %s with %s: %s", item.item_id, backend, record.status.value)
                     faults.after_item(position, fresh=True, flush=writer.flush)
         finally:
             aligner.close()

@@ -20,7 +20,7 @@ from narration.encodings import check_encodings, encode, encoder
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
-from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
+from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
@@ -31,22 +31,20 @@ from narration.subtitles.formats.base import SubtitleDocument
 
 log = logging.getLogger(__name__)
 
-FALLBACK_BACKEND = "google"
 RENDER_KEY = "render-key"  # S3 user metadata on result.json
 
 
-def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str,
-                   fallback_unavailable: str | None) -> TimingRecord | None:
+def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str) -> TimingRecord | None:
     """The timing record the item ships with: the primary's when it aligned, else the fallback's."""
     primary = read_record(storage, layout.timing(item_id, chunk.aligner), TimingRecord)[0]
     if primary and primary.status == ItemStatus.ALIGNED:
         return primary
-    fallback = read_record(storage, layout.timing(item_id, FALLBACK_BACKEND), TimingRecord)[0]
+    fallback = read_record(storage, layout.timing(item_id, chunk.fallback_aligner), TimingRecord)[0]
     if fallback:
         return fallback
     if primary is None:
         return None
-    why_not = fallback_unavailable or "the fallback step did not run for this item"
+    why_not = chunk.fallback_unavailable or "the fallback step did not run for this item"
     return primary.model_copy(update={
         "status": ItemStatus.TIMING_FAILED,
         "fallback_reason": f"{primary.fallback_reason}; fallback not run: {why_not}",
@@ -70,15 +68,14 @@ class AudioDelivery:
                    check_encodings(list(settings.audio_encodings if encodings is None else encodings)))
 
 
-def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, formats: list[str],
-                 profile_name: str, vtt_word_timestamps: bool = False, fallback_unavailable: str | None = None,
-                 fps: float | None = None, audio: AudioDelivery | None = None,
-                 progress: Progress = log.info) -> ChunkResult:
-    """Render every item of the chunk; ``fps`` overrides the profile's frame rate (cue times snap to it) and
-    ``audio`` the configured loudness target, ceiling and encodings."""
+def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
+    """Render every item of the chunk as the chunk's choices say: its formats, its subtitle profile (at the chosen
+    frame rate, which cue times snap to) and its loudness target, ceiling and encodings (None: the configured)."""
     layout = BatchLayout(chunk.batch_id)
-    profile = get_profile(profile_name, fps=fps)
-    audio = audio or AudioDelivery.resolve(settings)
+    profile = get_profile(chunk.subtitle_profile, fps=chunk.subtitle_fps)
+    audio = AudioDelivery.resolve(settings, chunk.loudness_target_lufs, chunk.true_peak_ceiling_dbtp,
+                                  chunk.audio_encodings)
+    formats, vtt_word_timestamps = chunk.formats, chunk.vtt_word_timestamps
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
     started = time.perf_counter()
@@ -90,7 +87,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         synthesis = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)[0]
         timing = None
         if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
-            timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
+            timing = resolve_timing(storage, layout, chunk, item.item_id)
         key = cache_key("render", synthesis.model_dump(mode="json") if synthesis else None,
                         timing.model_dump(mode="json") if timing else None, formats, profile.model_dump(),
                         vtt_word_timestamps, settings.low_confidence_scores, audio.__dict__)
@@ -116,7 +113,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                            error=f"rendering failed: {type(exc).__name__}: {exc}")
             metadata = None  # no key: the next run renders it again
         storage.put_json(layout.result(item.item_id), row, metadata=metadata)
-        progress(f"rendered {item.item_id}: {row.status} ({time.perf_counter() - t0:.2f} s)")
+        log.info("rendered %s: %s (%.2f s)", item.item_id, row.status, time.perf_counter() - t0)
         faults.after_item(next(finished), fresh=True)
         return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), False
 

@@ -177,6 +177,11 @@ class GoogleAligner(Aligner):
         from google.cloud import speech_v1
         from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
+        if self.credentials is None and self.settings.google_service_account:
+            from google.oauth2 import service_account
+
+            self.credentials = service_account.Credentials.from_service_account_info(
+                self.settings.google_service_account, scopes=["https://www.googleapis.com/auth/cloud-platform"])
         endpoint = self.settings.google_endpoint
         try:
             if endpoint and self.settings.google_insecure:

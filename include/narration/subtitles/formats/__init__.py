@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from narration.subtitles.formats.base import SubtitleDocument
 
 
 @dataclass(frozen=True)
@@ -30,7 +26,8 @@ class OutputFormat:
     def suffix(self) -> str:
         return "." + self.file_name.rpartition(".")[2]
 
-    def write(self, document: SubtitleDocument) -> str:
+    def write(self, document) -> str:
+        """The format's text of ``document`` (a :class:`~narration.subtitles.formats.base.SubtitleDocument`)."""
         return import_module(f"{__name__}.{self.writer}").write(document)
 
 
