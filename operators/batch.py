@@ -248,7 +248,7 @@ def google_connection():
         return None
 
 
-def google_service_account() -> dict | None:
+def google_service_account_key() -> dict | None:
     """The service-account key in the connection's ``keyfile_dict`` extra, or None (then the client uses
     GOOGLE_APPLICATION_CREDENTIALS / the endpoint setting)."""
     conn = google_connection()
@@ -282,9 +282,9 @@ def google_align_chunk(chunk: dict) -> dict:
 
     settings = core_settings()
     s3 = storage(settings)
-    account = google_service_account()
+    account = google_service_account_key()
     if account:
-        settings = settings.model_copy(update={"google_service_account": account})
+        settings = settings.model_copy(update={"google_service_account_key": account})
     return align_chunk(s3, settings, load_chunk(s3, chunk["key"])).model_dump(mode="json")
 
 

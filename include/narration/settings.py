@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # Fallback timing
     google_endpoint: str | None = Field(None, description="host:port of a Speech-to-Text gRPC endpoint.")
     google_insecure: bool = Field(False, description="Plain-text gRPC channel (local endpoints only).")
-    google_service_account: dict[str, Any] | None = Field(
+    google_service_account_key: dict[str, Any] | None = Field(
         None, repr=False, exclude=True, description="A service-account key (its JSON) the Google aligner signs in "
         "with; the Airflow side takes it from the google_cloud_default connection. None: "
         "GOOGLE_APPLICATION_CREDENTIALS or the endpoint's own.")
