@@ -60,11 +60,11 @@ class AudioDelivery:
     encodings: list[str] = field(default_factory=list)
 
     @classmethod
-    def resolve(cls, settings: Settings, target_lufs: float | None = None, ceiling_dbtp: float | None = None,
-                encodings: list[str] | None = None) -> AudioDelivery:
-        """The batch's choices, each None falling back to the configured default."""
-        return cls(settings.loudness_target_lufs if target_lufs is None else target_lufs,
-                   settings.true_peak_ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp,
+    def resolve(cls, settings: Settings, chunk: ChunkSpec) -> AudioDelivery:
+        """The chunk's choices, each None falling back to the configured default."""
+        target, ceiling, encodings = chunk.loudness_target_lufs, chunk.true_peak_ceiling_dbtp, chunk.audio_encodings
+        return cls(settings.loudness_target_lufs if target is None else target,
+                   settings.true_peak_ceiling_dbtp if ceiling is None else ceiling,
                    check_encodings(list(settings.audio_encodings if encodings is None else encodings)))
 
 
@@ -73,8 +73,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chun
     frame rate, which cue times snap to) and its loudness target, ceiling and encodings (None: the configured)."""
     layout = BatchLayout(chunk.batch_id)
     profile = get_profile(chunk.subtitle_profile, fps=chunk.subtitle_fps)
-    audio = AudioDelivery.resolve(settings, chunk.loudness_target_lufs, chunk.true_peak_ceiling_dbtp,
-                                  chunk.audio_encodings)
+    audio = AudioDelivery.resolve(settings, chunk)
     formats, vtt_word_timestamps = chunk.formats, chunk.vtt_word_timestamps
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
