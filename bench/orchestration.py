@@ -58,10 +58,10 @@ def floor(items: int, out_dir: Path) -> dict:
     """The batch's backend work in this process: one model load each, then every item end to end on local disk."""
     from narration import audio as audio_io
     from narration.align.pocketsphinx import PocketsphinxAligner
-    from narration.layout import SUBTITLE_FORMATS
     from narration.normalize import normalize_script
     from narration.settings import Settings
-    from narration.subtitles import formats
+    from narration.subtitles.formats import FORMATS
+    from narration.subtitles.formats.base import SubtitleDocument
     from narration.subtitles.profile import get_profile
     from narration.subtitles.segment import segment_cues
     from narration.synth.base import Voice
@@ -85,14 +85,11 @@ def floor(items: int, out_dir: Path) -> dict:
         samples, rate = audio_io.from_wav_bytes(wav.read_bytes())
         words = aligner.align(samples, rate, tokens, "en")
         cues = segment_cues(words, profile)
-        documents = {"srt": lambda: formats.to_srt(cues), "vtt": lambda: formats.to_vtt(cues, words),
-                     "ass": lambda: formats.to_ass(cues, words), "ttml": lambda: formats.to_ttml(cues, "en", profile),
-                     "json": lambda: formats.to_words_json(words, cues, {
-                         "item_id": f"b{n:04d}", "method": aligner.name, "language": "en", "model": aligner.model,
-                         "synthesizer": synth.name, "profile": profile.name}),
-                     "csv": lambda: formats.to_words_csv(words)}
-        for fmt in SUBTITLE_FORMATS:  # every format the DAG writes by default
-            (item_dir / f"subtitles.{fmt}").write_text(documents[fmt]())
+        document = SubtitleDocument(cues=cues, words=words, language="en", profile=profile, metadata={
+            "item_id": f"b{n:04d}", "method": aligner.name, "language": "en", "model": aligner.model,
+            "synthesizer": synth.name, "profile": profile.name})
+        for fmt in FORMATS.values():  # every format the DAG writes by default
+            (item_dir / fmt.file_name).write_text(fmt.write(document))
     aligner.close()
     wall = time.perf_counter() - started
     return {"wall_s": wall, "load_s": loaded - started, "per_item_s": (wall - (loaded - started)) / items}

@@ -28,8 +28,7 @@ def build_batch(storage, settings, items: int) -> str:
     first = load_chunk(storage, plan.chunks[0].key)
     synthesize_chunk(storage, settings, first)
     align_chunk(storage, settings, first)
-    render_chunk(storage, settings, first, formats=["srt", "vtt", "ass", "json", "csv"],
-                 profile_name="netflix-adult")
+    render_chunk(storage, settings, first.model_copy(update={"formats": ["srt", "vtt", "ass", "json", "csv"]}))
     layout = BatchLayout(batch)
     source = layout.item_prefix("i0000")
     row = storage.get_json(layout.result("i0000"))

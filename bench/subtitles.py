@@ -21,8 +21,7 @@ from bench.alignment import TIMIT_SAMPLE_RATE, timit_dir
 from bench.rules import RULES, RuleTally, cue_violations, cues_from_srt, cues_from_ttml
 from narration.normalize import normalize_script
 from narration.schema import Cue, WordTiming
-from narration.subtitles import segment_cues, to_ass, to_srt, to_vtt
-from narration.subtitles.formats import to_ttml
+from narration.subtitles import segment_cues, to_ass, to_srt, to_ttml, to_vtt
 from narration.subtitles.profile import get_profile
 from narration.subtitles.segment import _evaluate, effective_spans
 

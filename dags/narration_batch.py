@@ -2,7 +2,7 @@
 ### Narration batch
 
 Turns text manifests dropped under `incoming/` in the narration bucket into narrated audio, word timings,
-subtitles (SRT, VTT, ASS, JSON, CSV) and a batch report with download links.
+subtitles and word-timing files (every registered output format) and a batch report with download links.
 
 1. **plan_batch** claims the manifests, validates every line (bad lines are quarantined with file, line and
    reason) and cuts the good items into chunks.
@@ -21,17 +21,23 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Metadata, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
-from narration.layout import SUBTITLE_FORMATS
+from narration.align import ALIGNERS
+from narration.encodings import DELIVERY_ENCODINGS
 from narration.settings import Settings
+from narration.subtitles import DEFAULT_PROFILE, FRAME_RATES, PROFILES
+from narration.subtitles.formats import SUBTITLE_FORMATS
+from narration.synth import SYNTHESIZERS
 from operators.notify import FailedItemsWebhookNotifier, late_batch_deadline
 from operators.pools import GPU_POOL
 from operators.worker import WorkerOperator, chunk_time_budget
 
-# Parsed by the dag-processor and again at every task start: import only airflow.sdk and the light operator
-# modules here; the core library (pandas, numpy, boto3) is imported inside the tasks that use it.
+# Parsed by the dag-processor and again at every task start: import only airflow.sdk, the light operator modules
+# and the core's registries here; the core library (pandas, numpy, boto3) is imported inside the tasks that use it.
 # Named, not an s3:// URI: the bucket is configuration, and an s3 URI imports the Amazon provider at parse time.
 BATCH_OUTPUTS = Asset("narration_batch_outputs")
 FORMATS = list(SUBTITLE_FORMATS)
+ENCODINGS = list(DELIVERY_ENCODINGS)
+FPS_CHOICES = [None, *(int(rate) if rate.is_integer() else rate for rate in FRAME_RATES)]
 notify_failures = FailedItemsWebhookNotifier()  # posts failed/quarantined items when a webhook URL is configured
 
 PARAMS = {
@@ -41,11 +47,11 @@ PARAMS = {
     "voice": Param(None, type=["null", "string"], title="Default voice",
                    description="Voice for lines that name none; empty uses the configured default voice."),
     "language": Param("en", type="string", enum=["en", "en-us", "en-gb"], title="Default language"),
-    "timing_method": Param("auto", type="string", enum=["auto", "pocketsphinx", "whisperx", "google"],
+    "timing_method": Param("auto", type="string", enum=["auto", *ALIGNERS],
                            title="Timing method",
                            description="auto: the configured primary aligner with Google as fallback; google: "
                                        "every item timed by Google Speech-to-Text."),
-    "synthesizer": Param("auto", type="string", enum=["auto", "espeak", "f5tts"], title="Synthesizer",
+    "synthesizer": Param("auto", type="string", enum=["auto", *SYNTHESIZERS], title="Synthesizer",
                          description="auto: the configured synthesizer (NARRATION_SYNTHESIZER)."),
     "chunk_size": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Items per chunk",
                         description="Items per worker invocation (each chunk loads its model once); empty uses "
@@ -53,14 +59,14 @@ PARAMS = {
     "formats": Param(FORMATS, type="array", items={"type": "string", "enum": FORMATS}, uniqueItems=True,
                      examples=FORMATS, title="Output formats",
                      description="Subtitle and word-timing files written for every item; none: audio only."),
-    "subtitle_profile": Param("netflix-adult", type="string", enum=["netflix-adult", "netflix-adult-20cps"],
-                              title="Subtitle profile", section="Advanced"),
-    "subtitle_fps": Param(None, type=["null", "number"], enum=[None, 23.976, 24, 25, 29.97, 30],
+    "subtitle_profile": Param(DEFAULT_PROFILE, type="string", enum=list(PROFILES), title="Subtitle profile",
+                              section="Advanced"),
+    "subtitle_fps": Param(None, type=["null", "number"], enum=FPS_CHOICES,
                           title="Subtitle frame rate", section="Advanced",
                           description="Cue times snap to this frame rate; empty uses the profile's."),
     "vtt_word_timestamps": Param(False, type="boolean", title="Karaoke timestamps in WebVTT", section="Advanced"),
-    "audio_encodings": Param(None, type=["null", "array"], items={"type": "string", "enum": ["mp3", "opus", "m4a"]},
-                             examples=["mp3", "opus", "m4a"], uniqueItems=True, title="Audio encodings",
+    "audio_encodings": Param(None, type=["null", "array"], items={"type": "string", "enum": ENCODINGS},
+                             examples=ENCODINGS, uniqueItems=True, title="Audio encodings",
                              section="Audio", description="Encodings delivered beside the WAV master; empty uses "
                                                           "NARRATION_AUDIO_ENCODINGS."),
     "loudness_target_lufs": Param(None, type=["null", "number"], minimum=-60, maximum=-5, section="Audio",
@@ -145,11 +151,11 @@ def narration_batch():
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, map_index_template="{{ chunk_label }}",
           pre_execute=budget_chunk, execution_timeout=None)
-    def render_subtitles(chunk: dict, params=None) -> dict:
-        """Pick each item's final timings and write its subtitles and word files."""
+    def render_subtitles(chunk: dict) -> dict:
+        """Pick each item's final timings and write its subtitles and word files, as the chunk's choices say."""
         from operators import batch
 
-        return batch.render_chunk_for_run(chunk, params)
+        return batch.render_chunk_for_run(chunk)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BATCH_OUTPUTS], on_success_callback=notify_failures,
           on_failure_callback=notify_failures)

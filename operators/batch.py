@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from narration.layout import SUBTITLE_FORMATS
-
 if TYPE_CHECKING:
     from narration.plan import BatchOptions, BatchPlan
     from narration.preflight import Source
@@ -40,15 +38,18 @@ def batch_id_from_context(context) -> str:
     return batch_id_for(dag_run.run_id, when)
 
 
-def options_from_params(params: dict, settings: Settings) -> BatchOptions:
-    """The run's options from its Params; ``formats`` left out (None) means every format, an empty list means
-    the batch asks for audio only."""
+def options_from_params(params: dict, settings: Settings, fallback_unavailable: str | None = None
+                        ) -> BatchOptions:
+    """The run's options from its Params (and why the fallback cannot run, when it cannot); ``formats`` left out
+    (None) means every format, an empty list means the batch asks for audio only; a Param left out or empty
+    takes the option's default."""
     from narration.plan import BatchOptions
 
     timing = params.get("timing_method") or AUTO
     synthesizer = params.get("synthesizer") or AUTO
-    formats = params.get("formats")
+    chosen = {name: params[name] for name in ("formats", "subtitle_profile") if params.get(name) is not None}
     return BatchOptions(
+        **chosen,
         voice=params.get("voice") or None,
         language=params.get("language") or None,
         chunk_size=int(params.get("chunk_size") or settings.chunk_size),
@@ -56,8 +57,7 @@ def options_from_params(params: dict, settings: Settings) -> BatchOptions:
         aligner=settings.aligner if timing in (AUTO, "google") else timing,
         timing_method="google" if timing == "google" else "primary",
         force_fallback=list(params.get("force_fallback") or []),
-        formats=list(SUBTITLE_FORMATS if formats is None else formats),
-        subtitle_profile=params.get("subtitle_profile") or "netflix-adult",
+        fallback_unavailable=fallback_unavailable,
         subtitle_fps=params.get("subtitle_fps") or None,
         loudness_target_lufs=params.get("loudness_target_lufs"),
         true_peak_ceiling_dbtp=params.get("true_peak_ceiling_dbtp"),
@@ -98,7 +98,7 @@ def check_configuration(params: dict, settings: Settings, options: BatchOptions,
     probe = storage(settings.model_copy(update={"s3_outage_retry_s": settings.s3_preflight_retry_s,
                                                 "s3_max_attempts": 2}))
     try:
-        check(probe, options, batch_id, google_configured=google_configured(settings),
+        check(probe, options, batch_id, google_configured=options.fallback_unavailable is None,
               sources=setting_sources(params))
     except ConfigurationError as exc:
         raise AirflowFailException(f"configuration error: {exc}") from exc
@@ -115,9 +115,10 @@ def plan_batch(context, params: dict) -> list[dict]:
 
     settings = core_settings()
     batch_id = batch_id_from_context(context)
-    options = options_from_params(params, settings)
+    options = options_from_params(params, settings,
+                                  None if google_configured(settings) else GOOGLE_NOT_CONFIGURED)
     check_configuration(params, settings, options, batch_id)
-    s3 = storage()
+    s3 = storage(settings)
     existing = existing_plan(s3, batch_id)
     if existing is not None:  # finished items are skipped later, unless this try forces them
         return [c.model_dump() for c in refresh_plan(s3, existing, options).chunks]
@@ -138,8 +139,9 @@ def plan_batch(context, params: dict) -> list[dict]:
 
 
 def refresh_plan(storage: Storage, plan: BatchPlan, options: BatchOptions) -> BatchPlan:
-    """The plan with this try's options: items and chunking stay, while backends, routing, output choices and
-    ``force_rerender`` follow the current Params (chunk specs rewritten where they changed)."""
+    """The plan with this try's options: items and chunking stay, while every choice the chunk specs carry
+    (backends, routing, output choices, ``force_rerender``) follows the current Params (chunk specs rewritten where
+    they changed)."""
     from narration.layout import BatchLayout
     from narration.pipeline import load_chunk
 
@@ -147,9 +149,8 @@ def refresh_plan(storage: Storage, plan: BatchPlan, options: BatchOptions) -> Ba
     current = plan.options.model_copy(update=options.model_dump(exclude={"voice", "language", "chunk_size"}))
     for ref in plan.chunks:
         spec = load_chunk(storage, ref.key)
-        wanted = spec.model_copy(update={
-            "synthesizer": current.synthesizer, "aligner": current.aligner, "timing_method": current.timing_method,
-            "force_fallback": current.force_fallback, "params": {**spec.params, "force": current.force_rerender}})
+        choices = current.chunk_choices()
+        wanted = spec.model_copy(update={**choices, "params": {**spec.params, **choices["params"]}})
         if wanted != spec:
             storage.put_json(layout.chunk(spec.chunk_id), wanted)
     if current != plan.options:
@@ -160,7 +161,7 @@ def refresh_plan(storage: Storage, plan: BatchPlan, options: BatchOptions) -> Ba
     return plan
 
 
-def require_plan(context) -> None:
+def require_plan(context, settings: Settings) -> None:
     """For tasks that run whatever happened upstream (report, fallback planning, manifest moves): when planning
     failed before it wrote a plan (a configuration error, a manifest held by another batch) there is nothing to
     do: skip. When it failed and S3 does not answer either, fail at once rather than wait out every retry."""
@@ -168,9 +169,8 @@ def require_plan(context) -> None:
         return
     from narration.layout import BatchLayout
     from narration.storage import StorageError
-    from operators.connections import core_settings, storage
+    from operators.connections import storage
 
-    settings = core_settings()
     probe = storage(settings.model_copy(update={"s3_outage_retry_s": 0.0, "s3_max_attempts": 1}))
     batch_id = batch_id_from_context(context)
     try:
@@ -198,8 +198,8 @@ def existing_plan(storage: Storage, batch_id: str) -> BatchPlan | None:
     return plan if plan.items else None
 
 
-def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_available: bool) -> list[dict]:
-    """Items whose primary timing failed, cut into fallback chunks; and whether the fallback can run."""
+def plan_fallback(storage: Storage, batch_id: str) -> list[dict]:
+    """Items whose primary timing failed, cut into fallback chunks when the fallback can run (the plan says)."""
     from narration.layout import BatchLayout
     from narration.pipeline import read_record
     from narration.plan import load_plan, write_chunks
@@ -212,12 +212,12 @@ def plan_fallback(storage: Storage, settings: Settings, batch_id: str, google_av
     needing = [item for item, record in zip(plan.items, records)
                if record and record.status == ItemStatus.NEEDS_FALLBACK]
     chunks = []
-    if needing and google_available:
-        chunks = [c.model_dump() for c in write_chunks(storage, batch_id, needing, plan.options, prefix="f",
-                                                       name_every_item=True)]
+    unavailable = plan.options.fallback_unavailable
+    if needing and not unavailable:
+        chunks = [c.model_dump() for c in write_chunks(storage, batch_id, needing, plan.options, fallback=True)]
     log.info("%d item(s) need fallback timing: %s", len(needing), ", ".join(i.item_id for i in needing) or "none")
-    if needing and not google_available:
-        log.warning("fallback timing unavailable for %d item(s): %s", len(needing), GOOGLE_NOT_CONFIGURED)
+    if needing and unavailable:
+        log.warning("fallback timing unavailable for %d item(s): %s", len(needing), unavailable)
     return chunks
 
 
@@ -252,8 +252,8 @@ def google_connection():
         return None
 
 
-def google_credentials():
-    """Service-account credentials from the connection's ``keyfile_dict`` extra, or None (then the client uses
+def google_service_account_key() -> dict | None:
+    """The service-account key in the connection's ``keyfile_dict`` extra, or None (then the client uses
     GOOGLE_APPLICATION_CREDENTIALS / the endpoint setting)."""
     conn = google_connection()
     if conn is None:
@@ -264,50 +264,43 @@ def google_credentials():
         return None
     import json
 
-    from google.oauth2 import service_account
-
-    info = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
-    return service_account.Credentials.from_service_account_info(
-        info, scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return json.loads(keyfile) if isinstance(keyfile, str) else keyfile
 
 
 # The DAG's task bodies: each imports the core library only when its task runs, so the DAG file parses cheaply.
+# Each builds its Settings and its storage (one S3Hook session) once.
 
 
 def plan_fallback_for_run(context) -> list[dict]:
     from operators.connections import core_settings, storage
 
-    require_plan(context)
     settings = core_settings()
-    return plan_fallback(storage(), settings, batch_id_from_context(context), google_configured(settings))
+    require_plan(context, settings)
+    return plan_fallback(storage(settings), batch_id_from_context(context))
 
 
 def google_align_chunk(chunk: dict) -> dict:
-    """Time one fallback chunk with Google Speech-to-Text, credentials from the connection when it has them."""
-    from narration.align.google import GoogleAligner
+    """Time one fallback chunk with Google Speech-to-Text, signed in with the connection's key when it has one."""
     from narration.pipeline import align_chunk, load_chunk
     from operators.connections import core_settings, storage
 
-    s3, settings = storage(), core_settings()
-    credentials = google_credentials()
-    factory = (lambda s: GoogleAligner(s, credentials=credentials)) if credentials else None
-    return align_chunk(s3, settings, load_chunk(s3, chunk["key"]), backend="google",
-                       aligner_factory=factory).model_dump(mode="json")
+    settings = core_settings()
+    s3 = storage(settings)
+    account = google_service_account_key()
+    if account:
+        settings = settings.model_copy(update={"google_service_account_key": account})
+    return align_chunk(s3, settings, load_chunk(s3, chunk["key"])).model_dump(mode="json")
 
 
-def render_chunk_for_run(chunk: dict, params: dict) -> dict:
+def render_chunk_for_run(chunk: dict) -> dict:
+    """Render one chunk as the run's choices in its spec say."""
     from narration.pipeline import load_chunk
-    from narration.render import AudioDelivery, render_chunk
+    from narration.render import render_chunk
     from operators.connections import core_settings, storage
 
-    s3, settings = storage(), core_settings()
-    fallback_unavailable = None if google_configured(settings) else GOOGLE_NOT_CONFIGURED
-    audio = AudioDelivery.resolve(settings, params.get("loudness_target_lufs"), params.get("true_peak_ceiling_dbtp"),
-                                  params.get("audio_encodings"))
-    return render_chunk(s3, settings, load_chunk(s3, chunk["key"]), formats=params["formats"],
-                        profile_name=params["subtitle_profile"], vtt_word_timestamps=params["vtt_word_timestamps"],
-                        fallback_unavailable=fallback_unavailable, fps=params.get("subtitle_fps"),
-                        audio=audio).model_dump(mode="json")
+    settings = core_settings()
+    s3 = storage(settings)
+    return render_chunk(s3, settings, load_chunk(s3, chunk["key"])).model_dump(mode="json")
 
 
 def write_report_for_run(context) -> dict:
@@ -315,8 +308,9 @@ def write_report_for_run(context) -> dict:
     from narration.deliver import write_batch_report
     from operators.connections import core_settings, storage
 
-    require_plan(context)
-    summary = write_batch_report(storage(), core_settings(), batch_id_from_context(context))
+    settings = core_settings()
+    require_plan(context, settings)
+    summary = write_batch_report(storage(settings), settings, batch_id_from_context(context))
     for line in format_summary(summary).splitlines():
         print(line)
     return summary
@@ -325,9 +319,10 @@ def write_report_for_run(context) -> dict:
 def finish_manifests_for_run(context) -> dict:
     from narration import lifecycle
     from narration.layout import BatchLayout
-    from operators.connections import storage
+    from operators.connections import core_settings, storage
 
-    require_plan(context)
-    s3 = storage()
+    settings = core_settings()
+    require_plan(context, settings)
+    s3 = storage(settings)
     batch_id = batch_id_from_context(context)
     return lifecycle.finish(s3, BatchLayout(batch_id).batch_id, lifecycle.manifest_outcomes(s3, batch_id))

@@ -17,7 +17,7 @@ from narration.layout import BatchLayout
 from narration.loudness import normalise
 from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
-from narration.render import AudioDelivery, render_chunk
+from narration.render import render_chunk
 from narration.settings import Settings
 from narration.subtitles import get_profile
 from tests.dag_runs import jsonl
@@ -62,9 +62,9 @@ def timed_chunk(storage, narrator):
 @needs_ffmpeg
 @pytest.mark.parametrize("target, ceiling", [(-23.0, -1.0), (-16.0, -1.5)])
 def test_every_item_is_delivered_at_the_target_under_the_ceiling(storage, timed_chunk, tmp_path, target, ceiling):
-    audio = AudioDelivery.resolve(Settings(), target, ceiling, ["mp3", "opus", "m4a"])
-    result = render_chunk(storage, Settings(), timed_chunk, formats=["srt"], profile_name="netflix-adult",
-                          audio=audio, progress=lambda _: None)
+    result = render_chunk(storage, Settings(), timed_chunk.model_copy(update={
+        "formats": ["srt"], "loudness_target_lufs": target, "true_peak_ceiling_dbtp": ceiling,
+        "audio_encodings": ["mp3", "opus", "m4a"]}))
     assert {i.status.value for i in result.items} == {"done"}
     layout = BatchLayout(timed_chunk.batch_id)
     frame_s = 1 / float(get_profile("netflix-adult", fps=30).rate)  # the shortest frame of any supported rate

@@ -422,3 +422,55 @@ def test_cues_without_words_keep_their_text_in_every_format():
     assert "[music]\n&lt;applause&gt;" in to_vtt([cue], [], inline_word_timestamps=True)
     event = pysubs2.SSAFile.from_string(to_ass([cue], [])).events[0]
     assert event.text == "[music]\\N<applause>"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registry: one declaration per format, everything else follows from it
+
+
+def test_every_registered_format_writes_its_file_from_one_document():
+    from narration.layout import BatchLayout
+    from narration.storage import CONTENT_TYPES
+    from narration.subtitles import get_profile
+    from narration.subtitles.formats import FORMATS
+    from narration.subtitles.formats.base import SubtitleDocument
+
+    words = speak(SCRIPT)
+    cues = segment_cues(words)
+    document = SubtitleDocument(cues=cues, words=words, language="en-gb", profile=get_profile(), metadata={
+        "method": "pocketsphinx", "language": "en", "model": "en-us", "profile": "netflix-adult"})
+    texts = {name: fmt.write(document) for name, fmt in FORMATS.items()}
+    assert texts["srt"] == to_srt(cues) and texts["ass"] == to_ass(cues, words)
+    assert texts["vtt"] == to_vtt(cues, words) and 'xml:lang="en-gb"' in texts["ttml"]
+    assert json.loads(texts["json"])["metadata"]["model"] == "en-us"
+    assert texts["csv"] == to_words_csv(words)
+    layout = BatchLayout("b")
+    for name, fmt in FORMATS.items():
+        assert layout.subtitle("i", name) == layout.item_prefix("i") + fmt.file_name
+        assert CONTENT_TYPES[fmt.suffix] == fmt.content_type
+
+
+def test_vtt_word_timestamps_are_a_document_option():
+    from narration.subtitles.formats import get_format
+    from narration.subtitles.formats.base import SubtitleDocument
+
+    words = speak(SCRIPT)
+    cues = segment_cues(words)
+    karaoke = get_format("vtt").write(SubtitleDocument(cues=cues, words=words, vtt_word_timestamps=True))
+    assert karaoke == to_vtt(cues, words, inline_word_timestamps=True) != to_vtt(cues, words)
+
+
+def test_an_unknown_format_is_named_with_the_valid_ones():
+    from narration.subtitles.formats import UnknownFormatError, check_formats, get_format
+
+    with pytest.raises(UnknownFormatError, match="unknown output format 'mp4'; valid formats: srt, vtt, ass, ttml"):
+        get_format("mp4")
+    assert check_formats(["srt", "json"]) == ["srt", "json"]
+    with pytest.raises(UnknownFormatError, match="'sbv'"):
+        check_formats(["srt", "sbv"])
+    from pydantic import ValidationError
+
+    from narration.plan import BatchOptions
+
+    with pytest.raises(ValidationError, match="unknown output format 'mp4'; valid formats: srt, vtt"):
+        BatchOptions(formats=["srt", "mp4"])

@@ -263,3 +263,24 @@ def test_server_runs_as_a_module(short_speech):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_service_account_key_in_the_settings_signs_the_client_in(monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    account = {"type": "service_account", "project_id": "narration", "private_key_id": "k1", "private_key": pem,
+               "client_email": "narration@narration.iam.gserviceaccount.com", "client_id": "1",
+               "token_uri": "https://oauth2.googleapis.com/token"}
+    settings = Settings(google_endpoint="127.0.0.1:9", google_service_account_key=account)
+    assert "BEGIN PRIVATE KEY" not in repr(settings) and "google_service_account_key" not in settings.model_dump()
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    assert is_configured(Settings(google_service_account_key=account)) and not is_configured(Settings())
+    aligner = GoogleAligner(settings)
+    aligner.load()
+    try:
+        assert aligner.credentials.service_account_email == account["client_email"]
+    finally:
+        aligner.close()

@@ -39,7 +39,7 @@ def test_report_page_lists_problems_and_every_link_downloads(s3_server, storage,
     chunk = load_chunk(storage, plan.chunks[0].key)
     synthesize_chunk(storage, Settings(), chunk)
     align_chunk(storage, Settings(), chunk)
-    render_chunk(storage, Settings(), chunk, formats=list(SUBTITLE_FORMATS), profile_name="netflix-adult")
+    render_chunk(storage, Settings(), chunk.model_copy(update={"formats": list(SUBTITLE_FORMATS)}))
     summary = write_batch_report(storage, Settings(), "browser")
     assert summary["by_status"] == {"done": 2, "quarantined": 1}
     page_file = tmp_path / "report.html"

@@ -20,8 +20,7 @@ from narration.plan import BatchOptions, plan_batch
 from narration.render import render_chunk
 from narration.schema import Cue
 from narration.settings import Settings
-from narration.subtitles import get_profile
-from narration.subtitles.formats import to_ass, to_srt, to_ttml, to_vtt
+from narration.subtitles import get_profile, to_ass, to_srt, to_ttml, to_vtt
 from narration.subtitles.profile import FRAME_RATES
 from tests.dag_runs import jsonl
 
@@ -87,8 +86,7 @@ def timed_batch(s3_server, narrator_wav, tmp_path_factory):
 def test_every_format_carries_the_same_frames_and_rules(timed_batch, fps, caplog):
     storage, chunk = timed_batch
     profile = get_profile("netflix-adult", fps=fps)
-    result = render_chunk(storage, Settings(), chunk, formats=FORMATS, profile_name="netflix-adult", fps=fps,
-                          progress=lambda _: None)
+    result = render_chunk(storage, Settings(), chunk.model_copy(update={"formats": FORMATS, "subtitle_fps": fps}))
     assert {i.status.value for i in result.items} == {"done"}
     layout = BatchLayout(chunk.batch_id)
     for item in chunk.items:
@@ -114,8 +112,7 @@ def test_the_short_cue_lasts_the_minimum_in_frames_in_every_format(timed_batch):
     storage, chunk = timed_batch
     layout = BatchLayout(chunk.batch_id)
     for fps, frames in ((23.976, 20), (24, 20), (25, 21), (29.97, 25), (30, 25)):
-        render_chunk(storage, Settings(), chunk, formats=["srt", "ass"], profile_name="netflix-adult", fps=fps,
-                     progress=lambda _: None)
+        render_chunk(storage, Settings(), chunk.model_copy(update={"formats": ["srt", "ass"], "subtitle_fps": fps}))
         profile = get_profile("netflix-adult", fps=fps)
         for fmt in ("srt", "ass"):
             [cue] = cues_from_pysubs2(storage.get_text(layout.subtitle("short", fmt)), fmt)

@@ -38,7 +38,7 @@ def run_pipeline(storage, batch_id: str, keys: list[str]):
         chunk = load_chunk(storage, ref.key)
         synthesize_chunk(storage, settings, chunk)
         align_chunk(storage, settings, chunk)
-        render_chunk(storage, settings, chunk, formats=["srt", "json"], profile_name="netflix-adult")
+        render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "json"]}))
     return plan
 
 

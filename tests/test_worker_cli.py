@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,8 +30,8 @@ def planned(storage, narrator):
         {"id": "w2", "text": "A second, shorter item."},
         {"id": "w3", "text": "And the third item ends the chunk."},
     ))
-    return plan_batch(storage, Settings(), "cli-batch", ["incoming/cli.jsonl"], BatchOptions(chunk_size=3),
-                      {"narrator"})
+    return plan_batch(storage, Settings(), "cli-batch", ["incoming/cli.jsonl"],
+                      BatchOptions(chunk_size=3, formats=["srt", "vtt"]), {"narrator"})
 
 
 def test_steps_print_one_json_result_line_and_write_s3(storage, planned):
@@ -57,7 +58,7 @@ def test_steps_print_one_json_result_line_and_write_s3(storage, planned):
     timing = storage.get_json(layout.timing("w1", "pocketsphinx"))
     assert [w["text"] for w in timing["words"]][-3:] == ["with", "2", "numbers."]
 
-    code, stdout, stderr = run_worker("render", "--chunk", chunk_key, "--formats", "srt,vtt")
+    code, stdout, stderr = run_worker("render", "--chunk", chunk_key)  # the chunk carries formats srt, vtt
     assert code == 0, stderr
     assert {i.status for i in ChunkResult.model_validate_json(stdout[-1]).items} == {"done"}
     assert storage.get_text(layout.subtitle("w2", "srt")).startswith("1\n00:00:00")
@@ -66,6 +67,27 @@ def test_steps_print_one_json_result_line_and_write_s3(storage, planned):
     code, stdout, stderr = run_worker("report", "--batch", planned.batch_id)
     assert code == 0, stderr
     assert json.loads(stdout[-1])["by_status"] == {"done": 3}
+
+
+def test_render_takes_every_choice_from_the_chunk_spec(storage, narrator):
+    storage.put_bytes("incoming/choices.jsonl", jsonl({"id": "k1", "text": "Every choice of the run is in the chunk."}))
+    options = BatchOptions(formats=["vtt", "ttml"], vtt_word_timestamps=True, subtitle_fps=29.97,
+                           subtitle_profile="netflix-adult-20cps")
+    planned = plan_batch(storage, Settings(), "choices", ["incoming/choices.jsonl"], options, {"narrator"})
+    chunk_key = planned.chunks[0].key
+    spec = storage.get_json(chunk_key)
+    assert (spec["formats"], spec["vtt_word_timestamps"], spec["subtitle_fps"], spec["subtitle_profile"]) == (
+        ["vtt", "ttml"], True, 29.97, "netflix-adult-20cps")
+    for step in ("synthesize", "align", "render"):
+        code, _, stderr = run_worker(step, "--chunk", chunk_key)
+        assert code == 0, stderr
+    layout = BatchLayout("choices")
+    assert sorted(k.rsplit("/", 1)[1] for k in storage.list_keys(layout.item_prefix("k1"))
+                  if "subtitles" in k or "words" in k) == ["subtitles.ttml", "subtitles.vtt"]
+    assert re.search(r"<\d\d:\d\d:\d\d\.\d{3}>", storage.get_text(layout.subtitle("k1", "vtt")))
+    ttml = storage.get_text(layout.subtitle("k1", "ttml"))
+    assert 'ttp:frameRate="30"' in ttml and 'ttp:frameRateMultiplier="1000 1001"' in ttml
+    assert storage.get_json(layout.result("k1"))["ttml_key"] == layout.subtitle("k1", "ttml")
 
 
 def test_a_missing_chunk_exits_non_zero_with_an_error_result_line(storage):

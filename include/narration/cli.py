@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 
 from narration.contract import emit_result, error_result
-from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
 
 
@@ -34,21 +33,18 @@ def cmd_align(args, settings: Settings) -> dict:
     from narration.pipeline import align_chunk, load_chunk
 
     storage = _storage(settings)
-    return align_chunk(storage, settings, load_chunk(storage, args.chunk), backend=args.backend).model_dump(
-        mode="json")
+    chunk = load_chunk(storage, args.chunk)
+    if args.backend and args.backend != chunk.aligner:  # another aligner than the primary: a fallback run
+        chunk = chunk.model_copy(update={"fallback": True, "fallback_aligner": args.backend})
+    return align_chunk(storage, settings, chunk).model_dump(mode="json")
 
 
 def cmd_render(args, settings: Settings) -> dict:
     from narration.pipeline import load_chunk
-    from narration.render import AudioDelivery, render_chunk
+    from narration.render import render_chunk
 
     storage = _storage(settings)
-    result = render_chunk(storage, settings, load_chunk(storage, args.chunk), formats=args.formats.split(","),
-                          profile_name=args.profile, vtt_word_timestamps=args.vtt_word_timestamps,
-                          fallback_unavailable=args.fallback_unavailable, fps=args.fps,
-                          audio=AudioDelivery.resolve(settings, args.loudness_target, args.true_peak_ceiling,
-                                                      args.encodings.split(",") if args.encodings else None))
-    return result.model_dump(mode="json")
+    return render_chunk(storage, settings, load_chunk(storage, args.chunk)).model_dump(mode="json")
 
 
 def cmd_report(args, settings: Settings) -> dict:
@@ -173,19 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--chunk", required=True, help="S3 key of the chunk description")
     align = sub.add_parser("align", help="time every item of a chunk against its known script")
     align.add_argument("--chunk", required=True)
-    align.add_argument("--backend", default=None, help="aligner to use (default: the chunk's primary aligner)")
-    render = sub.add_parser("render", help="write subtitles and word timings for a chunk")
+    align.add_argument("--backend", default=None, help="aligner to use (default: the chunk's own: its primary, or "
+                       "its fallback aligner for a fallback chunk); another than the primary runs as a fallback")
+    render = sub.add_parser("render", help="deliver the audio and write subtitles and word timings for a chunk, "
+                            "as the run's choices in the chunk say")
     render.add_argument("--chunk", required=True)
-    render.add_argument("--formats", default=",".join(SUBTITLE_FORMATS))
-    render.add_argument("--profile", default="netflix-adult")
-    render.add_argument("--vtt-word-timestamps", action="store_true")
-    render.add_argument("--fps", type=float, default=None, help="frame rate the cues snap to (23.976, 24, 25, "
-                        "29.97, 30; default: the profile's)")
-    render.add_argument("--loudness-target", type=float, default=None, metavar="LUFS",
-                        help="integrated loudness of the delivered audio (default NARRATION_LOUDNESS_TARGET_LUFS)")
-    render.add_argument("--true-peak-ceiling", type=float, default=None, metavar="DBTP")
-    render.add_argument("--encodings", default=None, help="delivery encodings beside the WAV master: mp3,opus,m4a")
-    render.add_argument("--fallback-unavailable", default=None)
     report = sub.add_parser("report", help="write the batch report and summary")
     report.add_argument("--batch", required=True)
     _add_voice_commands(sub)

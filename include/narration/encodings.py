@@ -2,6 +2,7 @@
 batch, MP3 and Ogg Opus through soundfile (libsndfile, no system package) or AAC in M4A through ffmpeg.
 
 One registry maps each encoding to its writer; :func:`encode` raises :class:`EncodingError` naming the valid ones.
+numpy and soundfile load with the first encoding, so the DAG file can read the names at parse time.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-import soundfile
-
-from narration.audio import resample
+if TYPE_CHECKING:
+    import numpy as np
 
 OPUS_RATE = 48000  # libsndfile's Opus encoder takes 8, 12, 16, 24 or 48 kHz; 48 kHz is Opus's own rate
 # AAC pads its last 1024-sample frame: at 48 kHz that is at most 21 ms, under a frame at 30 fps (at 22.05 kHz, 46 ms)
@@ -29,6 +29,9 @@ class EncodingError(ValueError):
 
 
 def _soundfile_bytes(audio: np.ndarray, sample_rate: int, fmt: str, subtype: str) -> bytes:
+    import numpy as np
+    import soundfile
+
     buf = io.BytesIO()
     soundfile.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, format=fmt, subtype=subtype)
     return buf.getvalue()
@@ -43,6 +46,8 @@ def _mp3(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def _opus(audio: np.ndarray, sample_rate: int) -> bytes:
+    from narration.audio import resample
+
     return _soundfile_bytes(resample(audio, sample_rate, OPUS_RATE), OPUS_RATE, "OGG", "OPUS")
 
 
@@ -50,6 +55,10 @@ def _m4a(audio: np.ndarray, sample_rate: int) -> bytes:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise EncodingError("the m4a encoding (AAC) needs ffmpeg on PATH; choose mp3 or opus, or install ffmpeg")
+    import soundfile
+
+    from narration.audio import resample
+
     with tempfile.TemporaryDirectory(prefix="narration-m4a-") as tmp:
         source, target = os.path.join(tmp, "in.wav"), os.path.join(tmp, "out.m4a")
         soundfile.write(source, resample(audio, sample_rate, AAC_RATE), AAC_RATE, subtype="PCM_24")
@@ -61,12 +70,17 @@ def _m4a(audio: np.ndarray, sample_rate: int) -> bytes:
             return fh.read()
 
 
-# encoding -> (file extension, what encodes it, writer)
-ENCODINGS: dict[str, tuple[str, str, Callable[[np.ndarray, int], bytes]]] = {
-    "wav": ("wav", f"libsndfile {soundfile.__libsndfile_version__} (PCM 24-bit)", _wav),
-    "mp3": ("mp3", f"libsndfile {soundfile.__libsndfile_version__} (LAME)", _mp3),
-    "opus": ("opus", f"libsndfile {soundfile.__libsndfile_version__} (libopus, 48 kHz)", _opus),
-    "m4a": ("m4a", "ffmpeg (aac, 48 kHz)", _m4a),
+class Encoding(NamedTuple):
+    extension: str
+    encoder: str  # what encodes it, for the delivery record; {libsndfile} is the installed library's version
+    write: Callable[[np.ndarray, int], bytes]
+
+
+ENCODINGS: dict[str, Encoding] = {
+    "wav": Encoding("wav", "libsndfile {libsndfile} (PCM 24-bit)", _wav),
+    "mp3": Encoding("mp3", "libsndfile {libsndfile} (LAME)", _mp3),
+    "opus": Encoding("opus", "libsndfile {libsndfile} (libopus, 48 kHz)", _opus),
+    "m4a": Encoding("m4a", "ffmpeg (aac, 48 kHz)", _m4a),
 }
 DELIVERY_ENCODINGS = tuple(name for name in ENCODINGS if name != "wav")  # chosen per batch; the master always ships
 
@@ -81,4 +95,11 @@ def check_encodings(names: list[str]) -> list[str]:
 def encode(audio: np.ndarray, sample_rate: int, name: str) -> bytes:
     if name not in ENCODINGS:
         raise EncodingError(f"unknown audio encoding {name!r}; valid: {', '.join(DELIVERY_ENCODINGS)}")
-    return ENCODINGS[name][2](audio, sample_rate)
+    return ENCODINGS[name].write(audio, sample_rate)
+
+
+def encoder(name: str) -> str:
+    """What encodes ``name`` here, versions included (the delivery record names it)."""
+    import soundfile
+
+    return ENCODINGS[name].encoder.format(libsndfile=soundfile.__libsndfile_version__)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import posixpath
 import re
 
+# SUBTITLE_FORMATS is re-exported: the subtitle files a batch lays out by default.
+from narration.subtitles.formats import SUBTITLE_FORMATS, get_format  # noqa: F401
+
 INCOMING = "incoming/"
 PROCESSING = "processing/"
 PROCESSED = "processed/"
@@ -16,7 +19,6 @@ FAILED = "failed/"
 VOICES = "voices/"
 BATCHES = "batches/"
 
-SUBTITLE_FORMATS = ("srt", "vtt", "ass", "ttml", "json", "csv")  # every format a batch writes by default
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -81,14 +83,13 @@ class BatchLayout:
         return self.item_prefix(item_id) + f"timing-{safe_component(backend)}.json"
 
     def subtitle(self, item_id: str, fmt: str) -> str:
-        name = {"json": "words.json", "csv": "words.csv"}.get(fmt, f"subtitles.{fmt}")
-        return self.item_prefix(item_id) + name
+        return self.item_prefix(item_id) + get_format(fmt).file_name
 
     def delivery_audio(self, item_id: str, encoding: str) -> str:
         """The delivered audio: ``narration.wav`` (the loudness-normalised master) and its encodings."""
         from narration.encodings import ENCODINGS
 
-        return self.item_prefix(item_id) + f"narration.{ENCODINGS[encoding][0]}"
+        return self.item_prefix(item_id) + f"narration.{ENCODINGS[encoding].extension}"
 
     def delivery(self, item_id: str) -> str:
         """Loudness before and after normalisation, and the encoders of the delivered audio."""

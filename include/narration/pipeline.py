@@ -23,7 +23,8 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from narration import audio as audio_io
-from narration.align import AlignmentError, get_aligner_class
+from narration.align import get_aligner_class
+from narration.align.base import AlignmentError
 from narration.dev.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
@@ -44,7 +45,6 @@ from narration.voices import materialise_voice
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -154,8 +154,7 @@ def synthesis_problem(record: SynthesisRecord | None, storage: Storage, key: str
     return f"{storage.uri(record.audio_key or '')}: {problem}" if problem else None
 
 
-def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, progress: Progress = log.info
-                     ) -> ChunkResult:
+def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
     layout = BatchLayout(chunk.batch_id)
     clock = _Clock()
     force = bool(chunk.params.get("force"))
@@ -208,7 +207,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, pro
                 for item, key in todo:
                     results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
                                                     checks))
-                    progress(f"synthesized {item.item_id}: {results[-1].status.value}")
+                    log.info("synthesized %s: %s", item.item_id, results[-1].status.value)
         finally:
             checks.close()
             synth.close()
@@ -342,10 +341,8 @@ class ToAlign:
     tag: str
 
 
-def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend: str | None = None,
-                progress: Progress = log.info, aligner_factory: Callable[[Settings], object] | None = None
-                ) -> ChunkResult:
-    """Time every item of the chunk with ``backend`` (the chunk's primary aligner by default).
+def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
+    """Time every item of the chunk with its step's aligner: the primary, or the fallback for a fallback chunk.
 
     As the primary step, items routed to fallback (``timing_method=google`` or ``force_fallback``) are marked
     ``needs_fallback`` without work. As a fallback step, each item records the primary's reason and every backend
@@ -355,9 +352,9 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
     aligned, or judged not alignable. A crash or a backend that did not load leaves no key, so a retry redoes it.
     """
     layout = BatchLayout(chunk.batch_id)
-    primary = backend is None or backend == chunk.aligner
-    backend = backend or chunk.aligner
-    aligner_cls = aligner_factory or get_aligner_class(backend)  # an unknown name fails before any work
+    primary = not chunk.fallback
+    backend = chunk.step_aligner
+    aligner_cls = get_aligner_class(backend)  # an unknown name fails before any work
     step = "align" if primary else "fallback"
     clock = _Clock()
     force = bool(chunk.params.get("force"))
@@ -425,7 +422,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, backend:
                     results.append(ItemResult(item_id=item.item_id, status=record.status,
                                               error=record.fallback_reason if record.status != ItemStatus.ALIGNED
                                               else None))
-                    progress(f"aligned {item.item_id} with {backend}: {record.status.value}")
+                    log.info("aligned %s with %s: %s", item.item_id, backend, record.status.value)
         finally:
             aligner.close()
     return clock.result(chunk, step, backend, results, loads, skipped)

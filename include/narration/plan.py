@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from narration.encodings import check_encodings
-from narration.layout import SUBTITLE_FORMATS, BatchLayout, manifest_name
+from narration.layout import BatchLayout, manifest_name
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
-from narration.schema import ChunkSpec, ItemSpec, LineError
+from narration.schema import ChunkSpec, ItemSpec, LineError, RunChoices
 from narration.settings import Settings
 from narration.storage import Storage
 
@@ -36,31 +35,18 @@ class ManifestSummary(BaseModel):
     error: str | None = None
 
 
-class BatchOptions(BaseModel):
-    """The per-run choices a trigger can make (Airflow Params map onto these)."""
+class BatchOptions(RunChoices):
+    """The per-run choices a trigger can make (Airflow Params map onto these): how the batch is planned, and the
+    choices every chunk spec carries to the steps."""
 
     voice: str | None = None
     language: str | None = None
-    chunk_size: int = Field(16, ge=1, le=1000)
-    synthesizer: str = "espeak"
-    aligner: str = "pocketsphinx"
-    timing_method: str = Field("primary", pattern="^(primary|google)$")
-    force_fallback: list[str] = Field(default_factory=list)
-    formats: list[str] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
-    subtitle_profile: str = "netflix-adult"
-    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
-                                       "30); None keeps the profile's.")
-    vtt_word_timestamps: bool = False
-    loudness_target_lufs: float | None = Field(None, ge=-60, le=-5, description="None: the configured target "
-                                               "(NARRATION_LOUDNESS_TARGET_LUFS).")
-    true_peak_ceiling_dbtp: float | None = Field(None, ge=-20, le=0)
-    audio_encodings: list[str] | None = Field(None, description="mp3, opus, m4a; None: the configured ones.")
+    chunk_size: int = Field(Settings.model_fields["chunk_size"].default, ge=1, le=1000)
     force_rerender: bool = False
 
-    @field_validator("audio_encodings")
-    @classmethod
-    def _known_encodings(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else check_encodings(value)
+    def chunk_choices(self) -> dict:
+        """What a chunk spec carries of these options."""
+        return {**self.model_dump(include=set(RunChoices.model_fields)), "params": {"force": self.force_rerender}}
 
 
 class BatchPlan(BaseModel):
@@ -85,19 +71,19 @@ def chunk_label(chunk_id: str, ids: list[str], name_every_item: bool = False) ->
 
 
 def write_chunks(storage: Storage, batch_id: str, items: list[ItemSpec], options: BatchOptions, *,
-                 prefix: str = "c", name_every_item: bool = False) -> list[ChunkRef]:
-    """Cut ``items`` into chunk specs in S3 (``<prefix>0000``...); returns what the mapped tasks expand over."""
+                 fallback: bool = False) -> list[ChunkRef]:
+    """Cut ``items`` into chunk specs in S3 (``c0000``..., fallback chunks ``f0000``... with every item named in
+    their label); returns what the mapped tasks expand over."""
+    prefix = "f" if fallback else "c"
     layout = BatchLayout(batch_id)
     chunks = []
     for number, group in enumerate(chunk_items(items, options.chunk_size)):
         chunk_id = f"{prefix}{number:04d}"
-        spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group,
-                         synthesizer=options.synthesizer, aligner=options.aligner,
-                         timing_method=options.timing_method, force_fallback=options.force_fallback,
-                         params={"force": options.force_rerender})
+        spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group, fallback=fallback,
+                         **options.chunk_choices())
         key = storage.put_json(layout.chunk(chunk_id), spec)
         ids = [i.item_id for i in group]
-        chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=chunk_label(chunk_id, ids, name_every_item),
+        chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=chunk_label(chunk_id, ids, fallback),
                                item_ids=ids))
     return chunks
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from narration.align import ALIGNERS
+from narration.align import ALIGNERS, FALLBACK_ALIGNER
 from narration.layout import BatchLayout
 from narration.plan import BatchOptions
 from narration.storage import Storage, StorageRefused, StorageUnreachable
@@ -52,11 +52,15 @@ def default_sources(environ: Mapping[str, str] | None = None) -> dict[str, Sourc
             "timing_method": Source("timing_method", "batch options")}
 
 
+def primary_aligners() -> list[str]:
+    return sorted(name for name in ALIGNERS if name != FALLBACK_ALIGNER)
+
+
 def check_backends(options: BatchOptions, sources: Mapping[str, Source]) -> None:
     if options.synthesizer not in SYNTHESIZERS:
         raise ConfigurationError(sources["synthesizer"], f"unknown synthesizer {options.synthesizer!r}",
                                  ", ".join(sorted(SYNTHESIZERS)))
-    primary = sorted(name for name in ALIGNERS if name != "google")
+    primary = primary_aligners()
     if options.aligner not in primary:
         raise ConfigurationError(sources["aligner"], f"unknown primary aligner {options.aligner!r}", ", ".join(primary))
 
@@ -65,7 +69,8 @@ def check_google(options: BatchOptions, google_configured: bool, sources: Mappin
     if options.timing_method == "google" and not google_configured:
         raise ConfigurationError(
             sources["timing_method"], f"'google' times every item with Google Speech-to-Text, which is not "
-            f"configured (set {GOOGLE_SETTINGS})", "auto, pocketsphinx, whisperx (or google once configured)")
+            f"configured (set {GOOGLE_SETTINGS})",
+            f"auto, {', '.join(primary_aligners())} (or {FALLBACK_ALIGNER} once configured)")
 
 
 def check_bucket(storage: Storage, batch_id: str, sources: Mapping[str, Source]) -> None:

@@ -16,35 +16,34 @@ from dataclasses import dataclass, field
 
 from narration import audio as audio_io
 from narration.dev.faults import FaultPlan
-from narration.encodings import ENCODINGS, check_encodings, encode
+from narration.encodings import check_encodings, encode, encoder
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
-from narration.pipeline import Progress, cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
+from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
 from narration.storage import Storage, StorageError
-from narration.subtitles import formats as subtitle_formats
 from narration.subtitles import get_profile, segment_cues
+from narration.subtitles.formats import get_format
+from narration.subtitles.formats.base import SubtitleDocument
 
 log = logging.getLogger(__name__)
 
-FALLBACK_BACKEND = "google"
 RENDER_KEY = "render-key"  # S3 user metadata on result.json
 
 
-def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str,
-                   fallback_unavailable: str | None) -> TimingRecord | None:
+def resolve_timing(storage: Storage, layout: BatchLayout, chunk: ChunkSpec, item_id: str) -> TimingRecord | None:
     """The timing record the item ships with: the primary's when it aligned, else the fallback's."""
     primary = read_record(storage, layout.timing(item_id, chunk.aligner), TimingRecord)[0]
     if primary and primary.status == ItemStatus.ALIGNED:
         return primary
-    fallback = read_record(storage, layout.timing(item_id, FALLBACK_BACKEND), TimingRecord)[0]
+    fallback = read_record(storage, layout.timing(item_id, chunk.fallback_aligner), TimingRecord)[0]
     if fallback:
         return fallback
     if primary is None:
         return None
-    why_not = fallback_unavailable or "the fallback step did not run for this item"
+    why_not = chunk.fallback_unavailable or "the fallback step did not run for this item"
     return primary.model_copy(update={
         "status": ItemStatus.TIMING_FAILED,
         "fallback_reason": f"{primary.fallback_reason}; fallback not run: {why_not}",
@@ -60,23 +59,21 @@ class AudioDelivery:
     encodings: list[str] = field(default_factory=list)
 
     @classmethod
-    def resolve(cls, settings: Settings, target_lufs: float | None = None, ceiling_dbtp: float | None = None,
-                encodings: list[str] | None = None) -> AudioDelivery:
-        """The batch's choices, each None falling back to the configured default."""
-        return cls(settings.loudness_target_lufs if target_lufs is None else target_lufs,
-                   settings.true_peak_ceiling_dbtp if ceiling_dbtp is None else ceiling_dbtp,
+    def resolve(cls, settings: Settings, chunk: ChunkSpec) -> AudioDelivery:
+        """The chunk's choices, each None falling back to the configured default."""
+        target, ceiling, encodings = chunk.loudness_target_lufs, chunk.true_peak_ceiling_dbtp, chunk.audio_encodings
+        return cls(settings.loudness_target_lufs if target is None else target,
+                   settings.true_peak_ceiling_dbtp if ceiling is None else ceiling,
                    check_encodings(list(settings.audio_encodings if encodings is None else encodings)))
 
 
-def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, formats: list[str],
-                 profile_name: str, vtt_word_timestamps: bool = False, fallback_unavailable: str | None = None,
-                 fps: float | None = None, audio: AudioDelivery | None = None,
-                 progress: Progress = log.info) -> ChunkResult:
-    """Render every item of the chunk; ``fps`` overrides the profile's frame rate (cue times snap to it) and
-    ``audio`` the configured loudness target, ceiling and encodings."""
+def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> ChunkResult:
+    """Render every item of the chunk as the chunk's choices say: its formats, its subtitle profile (at the chosen
+    frame rate, which cue times snap to) and its loudness target, ceiling and encodings (None: the configured)."""
     layout = BatchLayout(chunk.batch_id)
-    profile = get_profile(profile_name, fps=fps)
-    audio = audio or AudioDelivery.resolve(settings)
+    profile = get_profile(chunk.subtitle_profile, fps=chunk.subtitle_fps)
+    audio = AudioDelivery.resolve(settings, chunk)
+    formats, vtt_word_timestamps = chunk.formats, chunk.vtt_word_timestamps
     force = bool(chunk.params.get("force"))
     faults = FaultPlan("render", chunk.chunk_id)
     storage = faults.wrap_storage(storage, layout, chunk, record=layout.result, backend_input=layout.audio)
@@ -88,7 +85,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
         synthesis = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)[0]
         timing = None
         if synthesis is not None and synthesis.status == ItemStatus.SYNTHESIZED:
-            timing = resolve_timing(storage, layout, chunk, item.item_id, fallback_unavailable)
+            timing = resolve_timing(storage, layout, chunk, item.item_id)
         key = cache_key("render", synthesis.model_dump(mode="json") if synthesis else None,
                         timing.model_dump(mode="json") if timing else None, formats, profile.model_dump(),
                         vtt_word_timestamps, settings.low_confidence_scores, audio.__dict__)
@@ -113,7 +110,7 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
                            error=f"rendering failed: {type(exc).__name__}: {exc}")
             metadata = None  # no key: the next run renders it again
         storage.put_json(layout.result(item.item_id), row, metadata=metadata)
-        progress(f"rendered {item.item_id}: {row.status} ({time.perf_counter() - t0:.2f} s)")
+        log.info("rendered %s: %s (%.2f s)", item.item_id, row.status, time.perf_counter() - t0)
         return ItemResult(item_id=item.item_id, status=ItemStatus(row.status), error=row.error), False
 
     # Items are independent and their work is mostly S3 round trips: several at once.
@@ -173,7 +170,7 @@ def deliver_audio(storage: Storage, layout: BatchLayout, item_id: str, synthesis
     storage.put_json(layout.delivery(item_id), {
         "item_id": item_id, "sample_rate": rate, "duration_s": round(len(samples) / rate, 4),
         "loudness": loudness.model_dump() if loudness else None, "loudness_error": error,
-        "encoders": {kind: ENCODINGS["wav" if kind == "audio" else kind][1] for kind in outputs}, "outputs": outputs,
+        "encoders": {kind: encoder("wav" if kind == "audio" else kind) for kind in outputs}, "outputs": outputs,
     })
     fields = {"loudness_target_lufs": audio.target_lufs, "loudness_error": error}
     if loudness is not None:
@@ -206,15 +203,9 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "language_mismatch": synthesis.language_mismatch, "voice_similarity": synthesis.voice_similarity,
         "voice_cloning": synthesis.voice_cloning,
     }
-    documents = {
-        "srt": lambda: subtitle_formats.to_srt(cues),
-        "vtt": lambda: subtitle_formats.to_vtt(cues, timing.words, inline_word_timestamps=vtt_word_timestamps),
-        "ass": lambda: subtitle_formats.to_ass(cues, timing.words),
-        "ttml": lambda: subtitle_formats.to_ttml(cues, item.locale, profile),
-        "json": lambda: subtitle_formats.to_words_json(timing.words, cues, metadata),
-        "csv": lambda: subtitle_formats.to_words_csv(timing.words),
-    }
-    rendered = {fmt: documents[fmt]() for fmt in formats}  # every writer runs before anything is stored
+    document = SubtitleDocument(cues=cues, words=timing.words, language=item.locale, profile=profile,
+                                metadata=metadata, vtt_word_timestamps=vtt_word_timestamps)
+    rendered = {fmt: get_format(fmt).write(document) for fmt in formats}  # every writer runs before anything is stored
     for fmt, text in rendered.items():
         outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), text)
     row = item_row(item, synthesis, timing, cues, outputs, status=ItemStatus.DONE, error=None,

@@ -16,16 +16,19 @@ import jinja2
 import markupsafe
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from narration.encodings import DELIVERY_ENCODINGS
 from narration.schema import Cue, ItemSpec, ItemStatus, LineError, SynthesisRecord, TimingRecord, WordTiming
+from narration.subtitles.formats import SUBTITLE_FORMATS
 from narration.subtitles.segment import effective_spans
 
-OUTPUT_KINDS = ("audio", "mp3", "m4a", "opus", "srt", "vtt", "ass", "ttml", "json", "csv")
+# Every file an item ships: the WAV master ("audio"), its encodings and the output formats; one *_key column each.
+OUTPUT_KINDS = ("audio", *DELIVERY_ENCODINGS, *SUBTITLE_FORMATS)
 
 
-class ItemReportRow(BaseModel):
-    """One line of the batch report: an item's figures and where its outputs went, or why it failed."""
+class _ItemFigures(BaseModel):
+    """A report row's figures; :data:`ItemReportRow` adds one output key per output kind."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,16 +70,14 @@ class ItemReportRow(BaseModel):
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None
     loudness_error: str | None = None
-    audio_key: str | None = Field(None, description="The loudness-normalised WAV master.")
-    mp3_key: str | None = None
-    m4a_key: str | None = None
-    opus_key: str | None = None
-    srt_key: str | None = None
-    vtt_key: str | None = None
-    ass_key: str | None = None
-    ttml_key: str | None = None
-    json_key: str | None = None
-    csv_key: str | None = None
+
+
+ItemReportRow = create_model(
+    "ItemReportRow", __base__=_ItemFigures, __module__=__name__,
+    __doc__="One line of the batch report: an item's figures and where its outputs went, or why it failed. "
+            "``audio_key`` is the loudness-normalised WAV master; one ``<kind>_key`` per output kind follows it.",
+    **{f"{kind}_key": (str | None, None) for kind in OUTPUT_KINDS},
+)
 
 
 def quarantine_row(error: LineError) -> ItemReportRow:
@@ -102,7 +103,7 @@ def item_row(
 ) -> ItemReportRow:
     """The report row of an item from whatever records it reached.
 
-    ``outputs`` maps output kinds (audio, srt, vtt, ass, json, csv) to their keys. ``status``/``error``
+    ``outputs`` maps output kinds (:data:`OUTPUT_KINDS`) to their keys. ``status``/``error``
     default to the latest record's. Words scoring below ``low_confidence_below`` count as low confidence
     (scores are backend-specific, so the threshold is the caller's; None leaves the count empty).
     """

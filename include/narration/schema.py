@@ -8,7 +8,13 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from narration.align import DEFAULT_ALIGNER, FALLBACK_ALIGNER
+from narration.encodings import check_encodings
+from narration.subtitles.formats import SUBTITLE_FORMATS, check_formats
+from narration.subtitles.profile import DEFAULT_PROFILE
+from narration.synth import DEFAULT_SYNTHESIZER
 
 
 class Model(BaseModel):
@@ -47,17 +53,54 @@ class ItemSpec(Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ChunkSpec(Model):
-    """A unit of worker work: items processed by one worker invocation with one model load."""
+class RunChoices(BaseModel):
+    """The choices of a run that its steps need: written into every chunk spec, so each step reads them from its
+    chunk alone (the trigger's Params map onto these through :class:`narration.plan.BatchOptions`)."""
+
+    synthesizer: str = DEFAULT_SYNTHESIZER
+    aligner: str = Field(DEFAULT_ALIGNER, description="The primary aligner.")
+    timing_method: str = Field("primary", pattern="^(primary|google)$", description="primary | google")
+    force_fallback: list[str] = Field(default_factory=list, description="Item ids routed to fallback timing.")
+    fallback_aligner: str = Field(FALLBACK_ALIGNER, description="Times the items the primary could not.")
+    fallback_unavailable: str | None = Field(None, description="Why the fallback cannot run in this batch (it is "
+                                             "not configured); named in the items it leaves untimed.")
+    formats: list[str] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
+    subtitle_profile: str = DEFAULT_PROFILE
+    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
+                                       "30); None keeps the profile's.")
+    vtt_word_timestamps: bool = False
+    loudness_target_lufs: float | None = Field(None, ge=-60, le=-5, description="None: the configured target "
+                                               "(NARRATION_LOUDNESS_TARGET_LUFS).")
+    true_peak_ceiling_dbtp: float | None = Field(None, ge=-20, le=0)
+    audio_encodings: list[str] | None = Field(None, description="mp3, opus, m4a; None: the configured ones.")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        return check_formats(value)
+
+    @field_validator("audio_encodings")
+    @classmethod
+    def _known_encodings(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_encodings(value)
+
+
+class ChunkSpec(RunChoices):
+    """A unit of worker work: items processed by one worker invocation with one model load, and the run's
+    choices every step reads."""
+
+    model_config = ConfigDict(extra="forbid")
 
     batch_id: str
     chunk_id: str
     items: list[ItemSpec]
-    synthesizer: str
-    aligner: str
-    timing_method: str = Field("primary", description="primary | google")
-    force_fallback: list[str] = Field(default_factory=list, description="Item ids routed to fallback timing.")
+    fallback: bool = Field(False, description="A fallback chunk: its align step times it with fallback_aligner.")
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def step_aligner(self) -> str:
+        """The aligner this chunk's align step runs."""
+        return self.fallback_aligner if self.fallback else self.aligner
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ Airflow-side code overlays Airflow Variables and connections on top; workers see
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from narration.align import DEFAULT_ALIGNER
+from narration.synth import DEFAULT_SYNTHESIZER
 
 
 class Settings(BaseSettings):
@@ -39,9 +43,10 @@ class Settings(BaseSettings):
     default_language: str = "en"
 
     # Work planning
-    chunk_size: int = Field(16, ge=1, le=1000)
-    synthesizer: str = "espeak"
-    aligner: str = "pocketsphinx"
+    chunk_size: int = Field(16, ge=1, le=1000, description="Items per chunk (one model load each); a run's "
+                            "chunk_size Param overrides it.")
+    synthesizer: str = DEFAULT_SYNTHESIZER
+    aligner: str = DEFAULT_ALIGNER
 
     # Time bounds: a hung worker or a late batch must not hold GPU slots or go unnoticed.
     worker_timeout_base_s: float = Field(600.0, gt=0, description="Start-up allowance of one worker step on one "
@@ -84,6 +89,10 @@ class Settings(BaseSettings):
     # Fallback timing
     google_endpoint: str | None = Field(None, description="host:port of a Speech-to-Text gRPC endpoint.")
     google_insecure: bool = Field(False, description="Plain-text gRPC channel (local endpoints only).")
+    google_service_account_key: dict[str, Any] | None = Field(
+        None, repr=False, exclude=True, description="A service-account key (its JSON) the Google aligner signs in "
+        "with; the Airflow side takes it from the google_cloud_default connection. None: "
+        "GOOGLE_APPLICATION_CREDENTIALS or the endpoint's own.")
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from narration.settings import Settings
+from narration.subtitles.formats import FORMATS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,12 +50,9 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".csv": "text/csv; charset=utf-8",
-    ".srt": "application/x-subrip; charset=utf-8",
-    ".vtt": "text/vtt; charset=utf-8",
-    ".ass": "text/x-ssa; charset=utf-8",
-    ".ttml": "application/ttml+xml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
+    **{fmt.suffix: fmt.content_type for fmt in FORMATS.values()},  # the subtitle and word files
 }
 
 

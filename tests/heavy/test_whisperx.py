@@ -6,7 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from narration.align import AlignmentError, get_aligner_class
+from narration.align import get_aligner_class
+from narration.align.base import AlignmentError
 from narration.align.whisperx import WhisperXAligner, WhisperXSettings, ensure_punkt_tab, split_sentences
 from narration.audio import resample
 from narration.normalize import normalize_script

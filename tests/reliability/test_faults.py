@@ -88,7 +88,7 @@ def test_a_kill_inside_an_item_leaves_nothing_that_claims_the_item_is_done(stora
 
 def run_steps(storage, settings, chunk):
     return (synthesize_chunk(storage, settings, chunk), align_chunk(storage, settings, chunk),
-            render_chunk(storage, settings, chunk, formats=FORMATS, profile_name="netflix-adult"))
+            render_chunk(storage, settings, chunk.model_copy(update={"formats": FORMATS})))
 
 
 def test_backend_exceptions_fail_only_the_chosen_items_and_a_retry_redoes_only_them(storage, narrator, monkeypatch):

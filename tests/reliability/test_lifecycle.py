@@ -116,8 +116,7 @@ def test_manifests_move_on_only_when_every_valid_line_has_its_deliverables(stora
     # The render step writes each item's result record (here: no audio was made, so they end synthesis_failed):
     # every item failed, and the report says what each one lacks.
     for chunk in plan.chunks:
-        render_chunk(storage, Settings(), load_chunk(storage, chunk.key), formats=["srt"],
-                     profile_name="netflix-adult")
+        render_chunk(storage, Settings(), load_chunk(storage, chunk.key))  # planned with formats=["srt"]
     summary = write_batch_report(storage, Settings(), batch)
     assert summary["manifests"][good] == {"state": "incomplete", "valid_lines": 2, "delivered": 0,
                                           "missing": {"g1": ["audio", "srt"], "g2": ["audio", "srt"]}}
@@ -144,7 +143,7 @@ def run_all_steps(storage, chunk, formats, settings=None):
     settings = settings or Settings()
     synthesize_chunk(storage, settings, chunk)
     align_chunk(storage, settings, chunk)
-    return render_chunk(storage, settings, chunk, formats=formats, profile_name="netflix-adult")
+    return render_chunk(storage, settings, chunk.model_copy(update={"formats": formats}))
 
 
 def test_fallback_unavailable_leaves_the_manifest_incomplete_unless_the_batch_asked_for_audio_only(storage, narrator):

@@ -30,7 +30,7 @@ def test_corrupt_truncated_and_missing_objects_are_item_faults_in_the_report(sto
     chunk = load_chunk(storage, plan.chunks[0].key)
     synthesize_chunk(storage, Settings(), chunk)
     align_chunk(storage, Settings(), chunk)
-    render = render_chunk(storage, Settings(), chunk, formats=FORMATS, profile_name="netflix-adult")
+    render = render_chunk(storage, Settings(), chunk.model_copy(update={"formats": FORMATS}))
     assert {i.status.value for i in render.items} == {"done"}
 
     layout = BatchLayout("integrity")

@@ -35,7 +35,7 @@ def snapshot(storage, prefix: str) -> dict[str, tuple[str, object, bytes]]:
 def run_steps(storage, settings, chunk):
     synth = synthesize_chunk(storage, settings, chunk)
     align = align_chunk(storage, settings, chunk)
-    render = render_chunk(storage, settings, chunk, formats=FORMATS, profile_name="netflix-adult")
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": FORMATS}))
     return synth, align, render
 
 
@@ -154,6 +154,6 @@ def test_a_rerun_repairs_outputs_that_exist_but_are_not_what_their_records_state
     assert align_chunk(storage, settings, chunk).skipped == 2
     run_steps(storage, settings, chunk)
     storage.put_text(layout.subtitle("r3", "json"), "{truncated")
-    render = render_chunk(storage, settings, chunk, formats=FORMATS, profile_name="netflix-adult")
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": FORMATS}))
     assert render.skipped == 2 and {i.status.value for i in render.items} == {"done"}
     assert storage.get_json(layout.subtitle("r3", "json"))["words"]

@@ -36,7 +36,8 @@ GRPC_MESSAGE_LIMIT = SYNC_LIMIT_BYTES + 1024 * 1024
 
 def is_configured(settings: Settings) -> bool:
     """True when a Speech-to-Text endpoint or Google credentials are available to this process."""
-    return bool(settings.google_endpoint) or bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
+    return (bool(settings.google_endpoint) or bool(settings.google_service_account_key)
+            or bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")))
 
 
 def language_code(language: str) -> str:
@@ -177,6 +178,11 @@ class GoogleAligner(Aligner):
         from google.cloud import speech_v1
         from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
+        if self.credentials is None and self.settings.google_service_account_key:
+            from google.oauth2 import service_account
+
+            self.credentials = service_account.Credentials.from_service_account_info(
+                self.settings.google_service_account_key, scopes=["https://www.googleapis.com/auth/cloud-platform"])
         endpoint = self.settings.google_endpoint
         try:
             if endpoint and self.settings.google_insecure:

@@ -14,7 +14,7 @@ from itertools import pairwise
 
 from narration.normalize import ABBREVIATIONS, NUMBERED_ABBREVIATIONS
 from narration.schema import Cue, WordTiming
-from narration.subtitles.profile import SubtitleProfile, get_profile, rule_violations
+from narration.subtitles.profile import DEFAULT_PROFILE, SubtitleProfile, get_profile, rule_violations
 
 # Small word lists for the line-break rules (Netflix timed-text style guide).
 # fmt: off
@@ -305,7 +305,7 @@ def segment_cues(words: list[WordTiming], profile: SubtitleProfile | str | None 
     kept and placed between their neighbours (:func:`effective_spans`).
     """
     if profile is None or isinstance(profile, str):
-        profile = get_profile(profile or "netflix-adult")
+        profile = get_profile(profile or DEFAULT_PROFILE)
     ordered = sorted(words, key=lambda w: w.index)
     if not ordered:
         return []
