@@ -22,7 +22,7 @@ def test_a_sound_configuration_passes_and_leaves_no_trace(storage):
 def test_an_unknown_backend_is_named_with_its_variable_and_the_valid_names(storage, monkeypatch):
     monkeypatch.setenv("NARRATION_SYNTHESIZER", "bogus")
     with pytest.raises(ConfigurationError, match=r"^NARRATION_SYNTHESIZER \(from environment\): unknown "
-                                                 r"synthesizer 'bogus'; valid values: espeak, f5tts$"):
+                                                 r"synthesizer 'bogus'; valid values: espeak, f5tts, piper$"):
         check_configuration(storage, BatchOptions(synthesizer="bogus"), "b1", google_configured=False)
     with pytest.raises(ConfigurationError, match=r"^NARRATION_ALIGNER \(from its default\): unknown primary aligner "
                                                  r"'sphinx'; valid values: pocketsphinx, whisperx$"):
