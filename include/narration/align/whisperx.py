@@ -19,15 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from narration.align.base import Aligner, AlignmentError
 from narration.audio import resample
 from narration.devices import float_precision, release_gpu_memory, resolve_device, torch_dtype
-from narration.normalize import ABBREVIATIONS
+from narration.normalize import sentences as split_sentences
 from narration.schema import ScriptToken, WordTiming
 from narration.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # whisperx.align assumes 16 kHz
-_SENTENCE_END = ".!?…"
-_CLOSERS = "\"'”’)]}»"
 # Files of an NLTK punkt_tab language; empty files are an untrained Punkt (we already split sentences ourselves).
 _PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
@@ -48,17 +46,6 @@ class WhisperXSettings(BaseSettings):
     interpolate_method: str = Field("nearest", description="How whisperx times words without alignable chars.")
     window_pad_s: float = Field(0.5, ge=0, description="Audio added before/after a sentence's estimated window.")
     window_slack: float = Field(0.25, ge=0, description="Relative extra length of a sentence's estimated window.")
-
-
-def split_sentences(tokens: list[ScriptToken]) -> list[list[ScriptToken]]:
-    """Group tokens into sentences at tokens ending in . ! ? … (abbreviations such as "Dr." excepted)."""
-    sentences: list[list[ScriptToken]] = [[]]
-    for token in tokens:
-        sentences[-1].append(token)
-        tail = token.original.rstrip(_CLOSERS)
-        if tail[-1:] in _SENTENCE_END and tail.lower().lstrip(_CLOSERS) not in ABBREVIATIONS:
-            sentences.append([])
-    return [s for s in sentences if s]
 
 
 def ensure_punkt_tab(language: str, configured_dir: str | None = None) -> str | None:

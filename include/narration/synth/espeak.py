@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from narration.normalize import ABBREVIATIONS
+from narration.normalize import pause_mark
 from narration.schema import ScriptToken, WordTiming
 from narration.synth.base import Synthesis, Synthesizer, Voice
 
@@ -29,11 +29,6 @@ _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _PARAM_RATE = 1
 _PHONEMES_SEPARATOR_SPACE = ord(" ") << 8  # phoneme_mode bits 8-23: separator between phoneme names
-
-# Clause punctuation kept after a token's last spoken word so espeak pauses and intones like a narrator.
-_CLAUSE_PUNCTUATION = ".,;:!?"
-_CLOSING_QUOTES = "\"'”’)]}»"
-_OPENING_QUOTES = "\"'“‘([{«"
 
 # Energy trimming of word ends: 10 ms frames, quieter than the loudest frame by this much counts as silence.
 _FRAME_S = 0.010
@@ -181,10 +176,8 @@ def speech_text(tokens: list[ScriptToken]) -> tuple[str, list[int]]:
             word_offsets.append(position)
             parts.append(word)
             position += len(word) + 1
-        trailing = token.original.rstrip(_CLOSING_QUOTES)[-1:]
-        is_abbreviation = token.original.rstrip(_CLOSING_QUOTES).lstrip(_OPENING_QUOTES).lower() in ABBREVIATIONS
-        if trailing in _CLAUSE_PUNCTUATION and not (trailing == "." and is_abbreviation):
-            parts[-1] += trailing
+        if mark := pause_mark(token.original):
+            parts[-1] += mark
             position += 1
     return " ".join(parts), word_offsets
 
