@@ -251,7 +251,6 @@ def _to_word_timings(tokens: list[ScriptToken], spans: dict) -> list[WordTiming]
             start_ms = max(round(starts[0] * 1000), previous_end)
             end_ms = max(round(ends[-1] * 1000), start_ms)
             previous_end = end_ms
-        timings.append(WordTiming(
-            index=token.index, text=token.original, spoken=" ".join(token.spoken), start_ms=start_ms,
-            end_ms=end_ms, score=round(sum(scores) / len(scores), 4) if scores else None, source="whisperx"))
+        timings.append(WordTiming.of(token, start_ms, end_ms, round(sum(scores) / len(scores), 4) if scores else None,
+                                     source="whisperx"))
     return timings

@@ -224,17 +224,7 @@ def reference_words(
         sounding = np.flatnonzero(voiced[first:last])
         end_s = min(limit_s, (first + sounding[-1] + 1) * frame / sample_rate) if len(sounding) else limit_s
         end_s = max(end_s, start_s)
-        words.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=" ".join(token.spoken),
-                start_ms=round(start_s * 1000),
-                end_ms=round(end_s * 1000),
-                score=1.0,
-                source="espeak",
-            )
-        )
+        words.append(WordTiming.of(token, round(start_s * 1000), round(end_s * 1000), 1.0, source="espeak"))
     return words
 
 
