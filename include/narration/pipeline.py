@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
+from narration.align.base import quality_problem
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
@@ -34,7 +35,6 @@ from narration.schema import (
     ItemStatus,
     SynthesisRecord,
     TimingRecord,
-    WordTiming,
 )
 from narration.settings import Settings
 from narration.storage import Prefetch, Storage, StorageError, WriteBehind
@@ -270,19 +270,6 @@ def _load_synthesis(storage: Storage, layout: BatchLayout, item_id: str) -> tupl
     if problem == "missing":
         return None, "no synthesis record: the synthesis step did not finish it"
     return record, f"synthesis record {storage.uri(layout.synthesis(item_id))} {problem}"
-
-
-def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
-    """Why an alignment is too poor to ship (the fallback reason), or None."""
-    if not words:
-        return "no words were timed"
-    untimed = sum(1 for w in words if not w.timed)
-    if untimed / len(words) > settings.max_untimed_ratio:
-        return f"{untimed} of {len(words)} words untimed (limit {settings.max_untimed_ratio:.0%})"
-    scores = [w.score for w in words if w.score is not None]
-    if scores and settings.min_mean_score and sum(scores) / len(scores) < settings.min_mean_score:
-        return f"mean word score {sum(scores) / len(scores):.2f} below {settings.min_mean_score:.2f}"
-    return None
 
 
 def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord, audio_etag: str | None,

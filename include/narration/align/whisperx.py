@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from narration.align.base import Aligner, AlignmentError
+from narration.align.base import Aligner, AlignmentError, quality_problem
 from narration.audio import resample
 from narration.devices import float_precision, release_gpu_memory, resolve_device, torch_dtype
 from narration.normalize import sentences as split_sentences
@@ -201,16 +201,8 @@ class WhisperXAligner(Aligner):
         return timings
 
     def _quality_gate(self, timings: list[WordTiming]) -> None:
-        untimed = sum(1 for w in timings if not w.timed)
-        ratio = untimed / len(timings)
-        if ratio > self.settings.max_untimed_ratio:
-            raise AlignmentError(f"whisperx left {untimed}/{len(timings)} words untimed "
-                                 f"(> {self.settings.max_untimed_ratio:.0%})")
-        scores = [w.score for w in timings if w.score is not None]
-        mean = sum(scores) / len(scores) if scores else None
-        if mean is None or mean < self.settings.min_mean_score:
-            raise AlignmentError(f"whisperx mean word score {mean if mean is None else round(mean, 3)} "
-                                 f"< {self.settings.min_mean_score}")
+        if problem := quality_problem(timings, self.settings):
+            raise AlignmentError(problem)
 
 
 def _number(value) -> float | None:
