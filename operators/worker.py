@@ -21,14 +21,16 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from narration.errors import ConfigurationFault, InfrastructureFault
+
 RUNNERS = ("local", "docker")
 
 
-class WorkerError(RuntimeError):
+class WorkerError(InfrastructureFault, RuntimeError):
     """The worker command failed; the message carries the error from its result line."""
 
 
-class WorkerRefusedError(WorkerError, AirflowFailException):
+class WorkerRefusedError(WorkerError, ConfigurationFault, AirflowFailException):
     """The worker failed on something no retry can change (S3 refused the request, an unknown backend): Airflow
     fails the task without retrying it."""
 

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from narration.errors import ConfigurationFault, InfrastructureFault
 from narration.layout import SUBTITLE_FORMATS
 from narration.settings import Settings
 
@@ -141,12 +142,11 @@ def _run_voices(args, settings: Settings) -> int:
     1 when S3 failed)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from narration.storage import StorageError
     from narration.voices import VoiceError
 
     try:
         result, text = cmd_voices(args, settings)
-    except (VoiceError, StorageError, BotoCoreError, ClientError) as exc:
+    except (VoiceError, InfrastructureFault, BotoCoreError, ClientError) as exc:
         if args.json:
             _emit({"error": f"{type(exc).__name__}: {exc}", "command": "voices"})
         print(f"narration voices {args.voice_command}: error: {exc}", file=sys.stderr)
@@ -159,12 +159,9 @@ def _run_voices(args, settings: Settings) -> int:
 
 
 def _retryable(exc: BaseException) -> bool:
-    """False for failures a retry cannot change: S3 refused the request, or the chunk names an unknown backend."""
-    from narration.align import UnknownAlignerError
-    from narration.storage import StorageRefused
-    from narration.synth import UnknownSynthesizerError
-
-    return not isinstance(exc, (StorageRefused, UnknownAlignerError, UnknownSynthesizerError))
+    """False for failures a retry cannot change (a ConfigurationFault: S3 refused the request, the chunk names an
+    unknown backend or profile)."""
+    return not isinstance(exc, ConfigurationFault)
 
 
 COMMANDS: dict[str, Callable] = {

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile
 
 from narration.audio import resample
+from narration.errors import ItemFault
 
 OPUS_RATE = 48000  # libsndfile's Opus encoder takes 8, 12, 16, 24 or 48 kHz; 48 kHz is Opus's own rate
 # AAC pads its last 1024-sample frame: at 48 kHz that is at most 21 ms, under a frame at 30 fps (at 22.05 kHz, 46 ms)
@@ -24,7 +25,7 @@ AAC_RATE = 48000
 AAC_BITRATE = "128k"
 
 
-class EncodingError(ValueError):
+class EncodingError(ItemFault, ValueError):
     """An unknown encoding, or one whose encoder is not installed here."""
 
 

@@ -27,12 +27,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from narration.errors import ItemFault
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "NARRATION_FAULTS"
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(ItemFault, RuntimeError):
     """A failure raised on purpose by the chaos hook."""
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from narration import audio as audio_io
 from narration.align import AlignmentError, get_aligner_class
 from narration.align.base import quality_problem
+from narration.errors import InfrastructureFault
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
@@ -37,7 +38,7 @@ from narration.schema import (
     TimingRecord,
 )
 from narration.settings import Settings
-from narration.storage import Prefetch, Storage, StorageError, WriteBehind
+from narration.storage import Prefetch, Storage, WriteBehind
 from narration.synth import get_synthesizer_class
 from narration.voices import materialise_voice
 
@@ -239,9 +240,9 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
         )
         status = ItemStatus.SYNTHESIZED
         error = None
-    except StorageError:
-        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
-    except Exception as exc:  # one bad item must not fail its chunk
+    except InfrastructureFault:
+        raise  # storage failed, not the item: the whole chunk fails (and is retried)
+    except Exception as exc:  # an ItemFault or any crash on this item fails only this item
         elapsed = time.perf_counter() - t0
         log.error("synthesis of %s failed: %s", item.item_id, traceback.format_exc())
         error = _error_text(exc)
@@ -394,8 +395,8 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
             raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
         faults.before_backend(item.item_id)
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
-    except StorageError:
-        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
+    except InfrastructureFault:
+        raise  # storage failed, not the item: the whole chunk fails (and is retried)
     except AlignmentError as exc:
         clock.compute_s += time.perf_counter() - t0
         return failed(str(exc), compute_s=time.perf_counter() - t0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from narration import audio as audio_io
 from narration.encodings import ENCODINGS, check_encodings, encode
+from narration.errors import InfrastructureFault
 from narration.faults import FaultPlan
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
@@ -24,7 +25,7 @@ from narration.pipeline import Progress, cache_key, load_chunk, read_record  # n
 from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
-from narration.storage import Storage, StorageError
+from narration.storage import Storage
 from narration.subtitles import formats as subtitle_formats
 from narration.subtitles import get_profile, segment_cues
 
@@ -107,9 +108,9 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec, *, form
             row = _render_item(storage, settings, layout, chunk, item, synthesis, timing, formats, profile,
                                vtt_word_timestamps, audio)
             metadata = {RENDER_KEY: key}
-        except StorageError:
-            raise  # S3 is unreachable: the chunk fails and is retried; the item is not at fault
-        except Exception as exc:  # one item that breaks a writer must not fail its chunk
+        except InfrastructureFault:
+            raise  # storage failed, not the item: the chunk fails (and is retried)
+        except Exception as exc:  # an ItemFault or any crash in a writer fails only this item
             log.error("rendering %s failed: %s", item.item_id, traceback.format_exc())
             row = item_row(item, synthesis, timing, status=ItemStatus.FAILED,
                            error=f"rendering failed: {type(exc).__name__}: {exc}")

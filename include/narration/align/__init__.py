@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from narration.align.base import Aligner, AlignmentError
+from narration.errors import ConfigurationFault
 
 ALIGNERS: dict[str, str] = {
     "pocketsphinx": "narration.align.pocketsphinx:PocketsphinxAligner",
@@ -13,7 +14,7 @@ ALIGNERS: dict[str, str] = {
 }
 
 
-class UnknownAlignerError(ValueError):
+class UnknownAlignerError(ConfigurationFault, ValueError):
     def __init__(self, name: str):
         super().__init__(f"unknown aligner {name!r}; valid names: {', '.join(sorted(ALIGNERS))}")
 

@@ -17,11 +17,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from narration.errors import ItemFault
 from narration.schema import ScriptToken, WordTiming
 from narration.settings import Settings
 
 
-class AlignmentError(RuntimeError):
+class AlignmentError(ItemFault, RuntimeError):
     """The item cannot be aligned by this backend; the message is the fallback reason."""
 
 

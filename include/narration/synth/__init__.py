@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from narration.errors import ConfigurationFault
 from narration.synth.base import Synthesis, Synthesizer, Voice
 
 SYNTHESIZERS: dict[str, str] = {
@@ -12,7 +13,7 @@ SYNTHESIZERS: dict[str, str] = {
 }
 
 
-class UnknownSynthesizerError(ValueError):
+class UnknownSynthesizerError(ConfigurationFault, ValueError):
     def __init__(self, name: str):
         super().__init__(f"unknown synthesizer {name!r}; valid names: {', '.join(sorted(SYNTHESIZERS))}")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from narration.errors import ItemFault
 from narration.normalize import pause_mark
 from narration.schema import ScriptToken, WordTiming
 from narration.synth.base import Synthesis, Synthesizer, Voice
@@ -35,7 +36,7 @@ _FRAME_S = 0.010
 _SILENCE_BELOW_PEAK_DB = 40.0
 
 
-class EspeakError(RuntimeError):
+class EspeakError(ItemFault, RuntimeError):
     """espeak-ng could not be loaded or refused a request (unknown voice, failed synthesis)."""
 
 

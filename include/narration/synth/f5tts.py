@@ -20,6 +20,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from narration.devices import release_gpu_memory, resolve_device
+from narration.errors import ItemFault
 from narration.normalize import pause_mark, sentences
 from narration.schema import ScriptToken
 from narration.settings import Settings
@@ -32,7 +33,7 @@ SAMPLE_RATE = 24000  # F5-TTS / Vocos mel-24khz output rate: the master audio
 _CONTEXT_S = 22.0
 
 
-class F5TTSError(RuntimeError):
+class F5TTSError(ItemFault, RuntimeError):
     """Configuration or input F5-TTS cannot work with (missing files, bad reference voice)."""
 
 
