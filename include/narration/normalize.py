@@ -305,15 +305,11 @@ def spoken_text(tokens: list[ScriptToken]) -> str:
     return " ".join(w for t in tokens for w in t.spoken)
 
 
-def _last_part(text: str) -> str:
-    parts = text.split()
-    return parts[-1] if parts else ""
-
-
 def is_abbreviation(text: str) -> bool:
     """Whether the token ``text`` (as written; a merged token's last part counts) is an abbreviation such as "Dr."
     or "(etc.)"."""
-    return _last_part(text).rstrip(CLOSERS).lstrip(OPENERS + CLOSERS).lower() in ABBREVIATIONS
+    last_part = "".join(text.split()[-1:])
+    return last_part.rstrip(CLOSERS).lstrip(OPENERS + CLOSERS).lower() in ABBREVIATIONS
 
 
 def final_mark(text: str) -> str:
