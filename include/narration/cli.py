@@ -139,7 +139,7 @@ def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
 
 def _run_voices(args, settings: Settings) -> int:
     """Voice commands speak to people: text on stdout, one error line on stderr (exit 2 for a refused request,
-    1 when S3 failed)."""
+    1 when S3 or the machine failed: an InfrastructureFault)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from narration.voices import VoiceError
