@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from narration.errors import ConfigurationFault
 from narration.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 AWS_CONN_ID = os.environ.get("NARRATION_AWS_CONN_ID", "aws_default")
 
 
-class SettingError(ValueError):
+class SettingError(ConfigurationFault, ValueError):
     """An Airflow-side setting has a value it cannot have; the message names the setting."""
 
 

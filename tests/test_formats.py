@@ -40,17 +40,8 @@ def speak(text: str, start_ms: int = 230, untimed: frozenset[int] = frozenset())
         spoken = " ".join(token.spoken)
         duration = 57 * len(spoken) + 33
         timed = token.index not in untimed
-        words.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=spoken,
-                start_ms=t if timed else None,
-                end_ms=t + duration if timed else None,
-                score=0.87 if timed else None,
-                source="test",
-            )
-        )
+        words.append(WordTiming.of(token, t if timed else None, t + duration if timed else None,
+                                   0.87 if timed else None, source="test"))
         t += duration + (437 if token.original.endswith(".") else 47)
     return words
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from narration.normalize import normalize_script, spoken_text
+from narration.normalize import (
+    is_abbreviation,
+    is_clause_end,
+    is_sentence_end,
+    normalize_script,
+    pause_mark,
+    sentences,
+    spoken_text,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -43,3 +51,22 @@ def test_unspeakable_tokens_are_merged_not_lost():
 
 def test_nothing_speakable_gives_no_tokens():
     assert normalize_script("... !!! 🙂") == []
+
+
+def test_sentences_end_at_terminal_marks_behind_closers_but_not_at_abbreviations():
+    tokens = normalize_script('He said "Stop." (Then left.) “Dr. Smith waited… [Why?] See {fig.} 7 Prof. X')
+    assert [[t.original for t in s] for s in sentences(tokens)] == [
+        ["He", "said", '"Stop."'], ["(Then", "left.)"], ["“Dr.", "Smith", "waited…"], ["[Why?]"],
+        ["See", "{fig.}", "7", "Prof.", "X"]]
+
+
+def test_an_abbreviation_counts_inside_brackets_and_as_a_merged_tokens_last_part():
+    assert is_abbreviation("(etc.)") and is_abbreviation("“Dr.") and is_abbreviation("— Dr.")
+    assert not is_abbreviation("end.") and not is_sentence_end("“Dr.") and not is_sentence_end("— Dr.")
+    assert is_sentence_end("end.”") and is_sentence_end("so…") and not is_sentence_end("") and not is_sentence_end("a")
+
+
+def test_pause_marks_and_clause_ends():
+    assert [pause_mark(t) for t in ["a,", "b;)", "c.", "d?”", "Dr.", "e…", "f", "g—"]] == [
+        ",", ";", ".", "?", "", "", "", ""]
+    assert [is_clause_end(t) for t in ["a,", "b:”", "c —", "d-", "e.", "f"]] == [True, True, True, True, False, False]

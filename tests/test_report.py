@@ -33,17 +33,8 @@ def words_for(text: str, untimed=(), scores=None) -> list[WordTiming]:
         duration = 60 * len(spoken) + 40
         timed = token.index not in untimed
         score = (scores or {}).get(token.index, 0.9) if timed else None
-        words.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=spoken,
-                start_ms=t if timed else None,
-                end_ms=t + duration if timed else None,
-                score=score,
-                source="pocketsphinx",
-            )
-        )
+        words.append(WordTiming.of(token, t if timed else None, t + duration if timed else None, score,
+                                   source="pocketsphinx"))
         t += duration + 50
     return words
 

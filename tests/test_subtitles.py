@@ -33,17 +33,7 @@ def speak(
     for token in normalize_script(text):
         spoken = " ".join(token.spoken)
         duration = int(len(spoken) * ms_per_char) + 40
-        words.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=spoken,
-                start_ms=t,
-                end_ms=t + duration,
-                score=0.9,
-                source="test",
-            )
-        )
+        words.append(WordTiming.of(token, t, t + duration, 0.9, source="test"))
         pause = sentence_pause_ms if token.original.rstrip("\"')").endswith((".", "!", "?")) else word_gap_ms
         t += duration + (pauses or {}).get(token.index, pause)
     return words

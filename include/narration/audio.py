@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
+from narration.errors import ItemFault
+
 # Lossless containers accepted as input audio (references, masters); lossy ones (MP3, Ogg) are refused.
 LOSSLESS_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF"}
 
 
-class AudioError(ValueError):
+class AudioError(ItemFault, ValueError):
     """Bytes that are not usable audio (not WAV, empty, unsupported encoding)."""
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from narration.contract import emit_result, error_result
+from narration.errors import ConfigurationFault, InfrastructureFault
 from narration.settings import Settings
 
 
@@ -128,15 +129,14 @@ def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
 
 def _run_voices(args, settings: Settings) -> int:
     """Voice commands speak to people: text on stdout, one error line on stderr (exit 2 for a refused request,
-    1 when S3 failed)."""
+    1 when S3 or the machine failed: an InfrastructureFault)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from narration.storage import StorageError
     from narration.voices import VoiceError
 
     try:
         result, text = cmd_voices(args, settings)
-    except (VoiceError, StorageError, BotoCoreError, ClientError) as exc:
+    except (VoiceError, InfrastructureFault, BotoCoreError, ClientError) as exc:
         if args.json:
             emit_result(error_result("voices", exc))
         print(f"narration voices {args.voice_command}: error: {exc}", file=sys.stderr)
@@ -149,12 +149,9 @@ def _run_voices(args, settings: Settings) -> int:
 
 
 def _retryable(exc: BaseException) -> bool:
-    """False for failures a retry cannot change: S3 refused the request, or the chunk names an unknown backend."""
-    from narration.align import UnknownAlignerError
-    from narration.storage import StorageRefused
-    from narration.synth import UnknownSynthesizerError
-
-    return not isinstance(exc, (StorageRefused, UnknownAlignerError, UnknownSynthesizerError))
+    """False for failures a retry cannot change (a ConfigurationFault: S3 refused the request, the chunk names an
+    unknown backend or profile)."""
+    return not isinstance(exc, ConfigurationFault)
 
 
 COMMANDS: dict[str, Callable] = {

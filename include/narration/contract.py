@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TextIO
 
+from narration.errors import ConfigurationFault, InfrastructureFault
 
-class WorkerError(RuntimeError):
+
+class WorkerError(InfrastructureFault, RuntimeError):
     """The worker command failed; the message carries the error from its result line."""
 
 
-class WorkerRefused(WorkerError):
+class WorkerRefused(WorkerError, ConfigurationFault):
     """The worker failed on something no retry can change (S3 refused the request, an unknown backend)."""
 
 

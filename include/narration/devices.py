@@ -8,8 +8,10 @@ from __future__ import annotations
 import gc
 import sys
 
+from narration.errors import InfrastructureFault
 
-class DeviceError(RuntimeError):
+
+class DeviceError(InfrastructureFault, RuntimeError):
     """The configured device is not usable on this machine."""
 
 

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from narration.errors import ItemFault
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -24,7 +26,7 @@ AAC_RATE = 48000
 AAC_BITRATE = "128k"
 
 
-class EncodingError(ValueError):
+class EncodingError(ItemFault, ValueError):
     """An unknown encoding, or one whose encoder is not installed here."""
 
 

@@ -15,13 +15,15 @@ from pydantic import BaseModel, Field
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
+from narration.errors import ItemFault
+
 TRUE_PEAK_OVERSAMPLING = 4  # BS.1770-4 Annex 2: true peak from 4x oversampled audio
 LIMITER_WINDOW_S = 0.005
 PEAK_MARGIN_DB = 0.2  # limit a little under the ceiling: the measured true peak of the result varies by a few 0.01 dB
 MAX_PASSES = 6
 
 
-class LoudnessError(ValueError):
+class LoudnessError(ItemFault, ValueError):
     """Audio whose loudness cannot be measured (shorter than one 400 ms block, or silent)."""
 
 

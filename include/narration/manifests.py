@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from narration.errors import ItemFault
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
 from narration.schema import ItemSpec, LineError
 from narration.settings import Settings
@@ -44,7 +45,7 @@ CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\
                  "\v": "a vertical tab", "\x00": "a NUL byte"}
 
 
-class ManifestError(ValueError):
+class ManifestError(ItemFault, ValueError):
     """The manifest as a whole cannot be used (wrong type, too large, no valid line)."""
 
 
@@ -128,7 +129,7 @@ def _metadata_problem(metadata: dict) -> str | None:
     return None
 
 
-class _DuplicateKey(ValueError):
+class _DuplicateKey(ItemFault, ValueError):
     pass
 
 

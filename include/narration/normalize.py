@@ -52,6 +52,15 @@ NUMBERED_ABBREVIATIONS = frozenset({"fig.", "figs.", "p.", "pp.", "no.", "vol.",
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents")}
 
+# The script's punctuation rules, one home for the synthesizers (where to pause, how to split the text), the aligners
+# (sentence windows) and the subtitles (where a cue or line may end). A mark counts behind any closing quotes or
+# brackets ('end."', "(so.)"); the period of an abbreviation ("Dr.", "etc.") ends no sentence and makes no pause.
+CLOSERS = "\"'”’)]}»"
+OPENERS = "\"'“‘([{«"
+SENTENCE_ENDS = ".!?…"
+PAUSE_MARKS = ".,;:!?"  # the marks a synthesizer is given after a token's last word, so it pauses and intones
+CLAUSE_ENDS = ",;:—–-"  # where a subtitle line or cue breaks well inside a sentence
+
 _EDGE_PUNCT = "\"'“”‘’«»()[]{}<>,;:!?.…—–-*_/\\|~^`"
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _RE_CURRENCY = re.compile(rf"^([$£€])({_NUMBER})(k|m|bn|million|billion)?$", re.IGNORECASE)
@@ -294,3 +303,45 @@ def unspoken_words(tokens: list[ScriptToken]) -> list[str]:
 
 def spoken_text(tokens: list[ScriptToken]) -> str:
     return " ".join(w for t in tokens for w in t.spoken)
+
+
+def is_abbreviation(text: str) -> bool:
+    """Whether the token ``text`` (as written; a merged token's last part counts) is an abbreviation such as "Dr."
+    or "(etc.)"."""
+    last_part = "".join(text.split()[-1:])
+    return last_part.rstrip(CLOSERS).lstrip(OPENERS + CLOSERS).lower() in ABBREVIATIONS
+
+
+def final_mark(text: str) -> str:
+    """The character ``text`` ends with behind any closing quotes and brackets ("" when there is none)."""
+    return text.rstrip(CLOSERS)[-1:]
+
+
+def is_sentence_end(text: str) -> bool:
+    """Ends with . ! ? or … (closing quotes and brackets allowed), and is not an abbreviation such as "Dr."."""
+    mark = final_mark(text)
+    return bool(mark) and mark in SENTENCE_ENDS and not is_abbreviation(text)
+
+
+def is_clause_end(text: str) -> bool:
+    """Ends with a comma, semicolon, colon or dash (closing quotes and brackets allowed)."""
+    mark = final_mark(text)
+    return bool(mark) and mark in CLAUSE_ENDS
+
+
+def pause_mark(text: str) -> str:
+    """The mark a synthesizer is given after the token's last spoken word (a comma, a full stop...), or "": none,
+    or the period of an abbreviation."""
+    mark = final_mark(text)
+    return mark if mark and mark in PAUSE_MARKS and not is_abbreviation(text) else ""
+
+
+def sentences(tokens: list[ScriptToken]) -> list[list[ScriptToken]]:
+    """The tokens grouped into sentences, each ending at a token that :func:`is_sentence_end` (the last one may
+    end without a mark)."""
+    groups: list[list[ScriptToken]] = [[]]
+    for token in tokens:
+        groups[-1].append(token)
+        if is_sentence_end(token.original):
+            groups.append([])
+    return [group for group in groups if group]

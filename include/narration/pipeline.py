@@ -24,8 +24,9 @@ from pydantic import BaseModel
 
 from narration import audio as audio_io
 from narration.align import get_aligner_class
-from narration.align.base import AlignmentError
+from narration.align.base import AlignmentError, quality_problem
 from narration.dev.faults import FaultPlan
+from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
 from narration.normalize import normalize_script
 from narration.schema import (
@@ -36,10 +37,9 @@ from narration.schema import (
     ItemStatus,
     SynthesisRecord,
     TimingRecord,
-    WordTiming,
 )
 from narration.settings import Settings
-from narration.storage import Prefetch, Storage, StorageError, WriteBehind
+from narration.storage import Prefetch, Storage, WriteBehind
 from narration.synth import get_synthesizer_class
 from narration.voices import materialise_voice
 
@@ -253,9 +253,9 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
             raise LanguageMismatchError(f"{item.manifest}:{item.line}: language: the audio is spoken in "
                                         f"{quality['detected_language']!r} (p={quality['language_probability']:.2f})"
                                         f", the item requests {item.language!r}")
-    except StorageError:
-        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
-    except Exception as exc:  # one bad item must not fail its chunk
+    except InfrastructureFault:
+        raise  # storage failed, not the item: the whole chunk fails (and is retried)
+    except Exception as exc:  # an ItemFault or any crash on this item fails only this item
         elapsed = time.perf_counter() - t0
         log.error("synthesis of %s failed: %s", item.item_id, traceback.format_exc())
         error = _error_text(exc)
@@ -298,19 +298,6 @@ def _load_synthesis(storage: Storage, layout: BatchLayout, item_id: str) -> tupl
     if problem == "missing":
         return None, "no synthesis record: the synthesis step did not finish it"
     return record, f"synthesis record {storage.uri(layout.synthesis(item_id))} {problem}"
-
-
-def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
-    """Why an alignment is too poor to ship (the fallback reason), or None."""
-    if not words:
-        return "no words were timed"
-    untimed = sum(1 for w in words if not w.timed)
-    if untimed / len(words) > settings.max_untimed_ratio:
-        return f"{untimed} of {len(words)} words untimed (limit {settings.max_untimed_ratio:.0%})"
-    scores = [w.score for w in words if w.score is not None]
-    if scores and settings.min_mean_score and sum(scores) / len(scores) < settings.min_mean_score:
-        return f"mean word score {sum(scores) / len(scores):.2f} below {settings.min_mean_score:.2f}"
-    return None
 
 
 def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord, audio_etag: str | None,
@@ -451,8 +438,8 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
         if synthesis.sample_rate and rate != synthesis.sample_rate:
             raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
         words = aligner.align(samples, rate, synthesis.tokens, item.language)
-    except StorageError:
-        raise  # S3 is unreachable: the whole chunk fails and is retried; the item is not at fault
+    except InfrastructureFault:
+        raise  # storage failed, not the item: the whole chunk fails (and is retried)
     except AlignmentError as exc:
         clock.compute_s += time.perf_counter() - t0
         return failed(str(exc), compute_s=time.perf_counter() - t0)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from narration.align import ALIGNERS, FALLBACK_ALIGNER
+from narration.errors import ConfigurationFault
 from narration.layout import BatchLayout
 from narration.plan import BatchOptions
 from narration.storage import Storage, StorageRefused, StorageUnreachable
@@ -31,7 +32,7 @@ class Source:
         return f"{self.setting} (from {self.origin})"
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(ConfigurationFault, ValueError):
     def __init__(self, source: Source, problem: str, valid: str | None = None):
         self.source = source
         self.problem = problem

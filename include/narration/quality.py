@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from narration.audio import resample
 from narration.devices import ctranslate2_compute_type, resolve_device
+from narration.errors import ConfigurationFault, ItemFault
 from narration.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,15 @@ LANGUAGE_MODEL_NAME = "whisper-base (multilingual, CTranslate2)"
 SPEAKER_ENCODER_NAME = "resemblyzer GE2E"
 
 
-class QualityCheckError(RuntimeError):
+class QualityCheckError(ConfigurationFault, RuntimeError):
     """A quality check that is configured but cannot run (a missing model file names its setting)."""
 
 
-class TooLittleSpeechError(ValueError):
+class TooLittleSpeechError(ItemFault, ValueError):
     """An item or reference with too little voiced audio for a speaker embedding."""
 
 
-class LanguageMismatchError(ValueError):
+class LanguageMismatchError(ItemFault, ValueError):
     """The item's audio is in another language than its manifest line requested (with fail_on_language_mismatch)."""
 
 

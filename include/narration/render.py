@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from narration import audio as audio_io
 from narration.dev.faults import FaultPlan
 from narration.encodings import check_encodings, encode, encoder
+from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout
 from narration.loudness import LoudnessError, normalise
 from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
 from narration.settings import Settings
-from narration.storage import Storage, StorageError
+from narration.storage import Storage
 from narration.subtitles import get_profile, segment_cues
 from narration.subtitles.formats import get_format
 from narration.subtitles.formats.base import SubtitleDocument
@@ -102,9 +103,9 @@ def render_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chun
             row = _render_item(storage, settings, layout, chunk, item, synthesis, timing, formats, profile,
                                vtt_word_timestamps, audio)
             metadata = {RENDER_KEY: key}
-        except StorageError:
-            raise  # S3 is unreachable: the chunk fails and is retried; the item is not at fault
-        except Exception as exc:  # one item that breaks a writer must not fail its chunk
+        except InfrastructureFault:
+            raise  # storage failed, not the item: the chunk fails (and is retried)
+        except Exception as exc:  # an ItemFault or any crash in a writer fails only this item
             log.error("rendering %s failed: %s", item.item_id, traceback.format_exc())
             row = item_row(item, synthesis, timing, status=ItemStatus.FAILED,
                            error=f"rendering failed: {type(exc).__name__}: {exc}")

@@ -132,6 +132,13 @@ class WordTiming(Model):
     score: float | None = None
     source: str = Field(description="Backend that produced the time: pocketsphinx, whisperx, google, espeak...")
 
+    @classmethod
+    def of(cls, token: ScriptToken, start_ms: int | None, end_ms: int | None, score: float | None = None, *,
+           source: str) -> WordTiming:
+        """The timing of one script token: its text as written, its spoken words, the span and who timed it."""
+        return cls(index=token.index, text=token.original, spoken=" ".join(token.spoken), start_ms=start_ms,
+                   end_ms=end_ms, score=score, source=source)
+
     @property
     def timed(self) -> bool:
         return self.start_ms is not None and self.end_ms is not None

@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
+from narration.errors import ConfigurationFault, InfrastructureFault
 from narration.settings import Settings
 from narration.subtitles.formats import FORMATS
 
@@ -56,7 +57,7 @@ CONTENT_TYPES = {
 }
 
 
-class StorageError(RuntimeError):
+class StorageError(InfrastructureFault, RuntimeError):
     """S3 could not be reached or refused a request after the configured retries."""
 
 
@@ -65,7 +66,7 @@ class StorageUnreachable(StorageError):
     attempt may succeed."""
 
 
-class StorageRefused(StorageError):
+class StorageRefused(StorageError, ConfigurationFault):
     """S3 answered and refused the request (the bucket does not exist, access is denied, the credentials are
     wrong): retrying cannot help, the configuration must change. ``code`` is S3's error code."""
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from narration import audio as audio_io
+from narration.errors import ItemFault
 from narration.layout import VOICES, voice_meta_key, voice_reference_key
 from narration.manifests import ID_PATTERN
 from narration.settings import Settings
@@ -26,7 +27,7 @@ MIN_SAMPLE_RATE = 16000  # F5-TTS works at 24 kHz; narrow-band (8 kHz telephone)
 TRANSCRIPT_GIVEN = "given"
 
 
-class VoiceError(ValueError):
+class VoiceError(ItemFault, ValueError):
     """A reference voice that cannot be used, with the reason."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from narration.errors import ConfigurationFault
+
 ALIGNERS: dict[str, str] = {
     "pocketsphinx": "narration.align.pocketsphinx:PocketsphinxAligner",
     "whisperx": "narration.align.whisperx:WhisperXAligner",
@@ -17,7 +19,7 @@ DEFAULT_ALIGNER = "pocketsphinx"  # NARRATION_ALIGNER's default: CPU only, no mo
 FALLBACK_ALIGNER = "google"  # times the items the primary aligner could not
 
 
-class UnknownAlignerError(ValueError):
+class UnknownAlignerError(ConfigurationFault, ValueError):
     def __init__(self, name: str):
         super().__init__(f"unknown aligner {name!r}; valid names: {', '.join(sorted(ALIGNERS))}")
 

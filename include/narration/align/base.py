@@ -6,7 +6,8 @@ How to add an aligner:
 3. Register the class path in ``ALIGNERS`` in ``narration/align/__init__.py``.
 4. ``align()`` returns one :class:`WordTiming` per script token, in order; a token the backend could not time
    keeps ``start_ms``/``end_ms`` None (flagged downstream, never dropped). Raise :class:`AlignmentError` when the
-   item as a whole cannot be aligned; the pipeline routes it to the fallback with that reason.
+   item as a whole cannot be aligned; the pipeline routes it to the fallback with that reason, and routes every
+   alignment that :func:`quality_problem` finds too poor.
 """
 
 from __future__ import annotations
@@ -16,12 +17,26 @@ from typing import ClassVar
 
 import numpy as np
 
+from narration.errors import ItemFault
 from narration.schema import ScriptToken, WordTiming
 from narration.settings import Settings
 
 
-class AlignmentError(RuntimeError):
+class AlignmentError(ItemFault, RuntimeError):
     """The item cannot be aligned by this backend; the message is the fallback reason."""
+
+
+def quality_problem(words: list[WordTiming], settings: Settings) -> str | None:
+    """Why an alignment is too poor to ship (the fallback reason), or None."""
+    if not words:
+        return "no words were timed"
+    untimed = sum(1 for w in words if not w.timed)
+    if untimed / len(words) > settings.max_untimed_ratio:
+        return f"{untimed} of {len(words)} words untimed (limit {settings.max_untimed_ratio:.0%})"
+    scores = [w.score for w in words if w.score is not None]
+    if scores and settings.min_mean_score and sum(scores) / len(scores) < settings.min_mean_score:
+        return f"mean word score {sum(scores) / len(scores):.2f} below {settings.min_mean_score:.2f}"
+    return None
 
 
 class Aligner(ABC):

@@ -123,17 +123,9 @@ def match_to_script(tokens: list[ScriptToken], recognised: list[RecognisedWord],
     for token in tokens:
         words = matched.get(token.index, [])
         confidences = [w.confidence for w in words if w.confidence is not None]
-        timings.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=" ".join(token.spoken),
-                start_ms=min(w.start_ms for w in words) if words else None,
-                end_ms=max(w.end_ms for w in words) if words else None,
-                score=sum(confidences) / len(confidences) if confidences else None,
-                source=source,
-            )
-        )
+        timings.append(WordTiming.of(token, min(w.start_ms for w in words) if words else None,
+                                     max(w.end_ms for w in words) if words else None,
+                                     sum(confidences) / len(confidences) if confidences else None, source=source))
     return timings
 
 

@@ -147,12 +147,4 @@ class PocketsphinxAligner(Aligner):
         return segments
 
     def _timing(self, token: ScriptToken, start: int | None, end: int | None, score: float | None) -> WordTiming:
-        return WordTiming(
-            index=token.index,
-            text=token.original,
-            spoken=" ".join(token.spoken),
-            start_ms=start,
-            end_ms=end,
-            score=None if score is None else round(score, 4),
-            source=self.name,
-        )
+        return WordTiming.of(token, start, end, None if score is None else round(score, 4), source=self.name)

@@ -16,18 +16,16 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from narration.align.base import Aligner, AlignmentError
+from narration.align.base import Aligner, AlignmentError, quality_problem
 from narration.audio import resample
 from narration.devices import float_precision, release_gpu_memory, resolve_device, torch_dtype
-from narration.normalize import ABBREVIATIONS
+from narration.normalize import sentences as split_sentences
 from narration.schema import ScriptToken, WordTiming
 from narration.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # whisperx.align assumes 16 kHz
-_SENTENCE_END = ".!?…"
-_CLOSERS = "\"'”’)]}»"
 # Files of an NLTK punkt_tab language; empty files are an untrained Punkt (we already split sentences ourselves).
 _PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
@@ -48,17 +46,6 @@ class WhisperXSettings(BaseSettings):
     interpolate_method: str = Field("nearest", description="How whisperx times words without alignable chars.")
     window_pad_s: float = Field(0.5, ge=0, description="Audio added before/after a sentence's estimated window.")
     window_slack: float = Field(0.25, ge=0, description="Relative extra length of a sentence's estimated window.")
-
-
-def split_sentences(tokens: list[ScriptToken]) -> list[list[ScriptToken]]:
-    """Group tokens into sentences at tokens ending in . ! ? … (abbreviations such as "Dr." excepted)."""
-    sentences: list[list[ScriptToken]] = [[]]
-    for token in tokens:
-        sentences[-1].append(token)
-        tail = token.original.rstrip(_CLOSERS)
-        if tail[-1:] in _SENTENCE_END and tail.lower().lstrip(_CLOSERS) not in ABBREVIATIONS:
-            sentences.append([])
-    return [s for s in sentences if s]
 
 
 def ensure_punkt_tab(language: str, configured_dir: str | None = None) -> str | None:
@@ -214,16 +201,8 @@ class WhisperXAligner(Aligner):
         return timings
 
     def _quality_gate(self, timings: list[WordTiming]) -> None:
-        untimed = sum(1 for w in timings if not w.timed)
-        ratio = untimed / len(timings)
-        if ratio > self.settings.max_untimed_ratio:
-            raise AlignmentError(f"whisperx left {untimed}/{len(timings)} words untimed "
-                                 f"(> {self.settings.max_untimed_ratio:.0%})")
-        scores = [w.score for w in timings if w.score is not None]
-        mean = sum(scores) / len(scores) if scores else None
-        if mean is None or mean < self.settings.min_mean_score:
-            raise AlignmentError(f"whisperx mean word score {mean if mean is None else round(mean, 3)} "
-                                 f"< {self.settings.min_mean_score}")
+        if problem := quality_problem(timings, self.settings):
+            raise AlignmentError(problem)
 
 
 def _number(value) -> float | None:
@@ -264,7 +243,6 @@ def _to_word_timings(tokens: list[ScriptToken], spans: dict) -> list[WordTiming]
             start_ms = max(round(starts[0] * 1000), previous_end)
             end_ms = max(round(ends[-1] * 1000), start_ms)
             previous_end = end_ms
-        timings.append(WordTiming(
-            index=token.index, text=token.original, spoken=" ".join(token.spoken), start_ms=start_ms,
-            end_ms=end_ms, score=round(sum(scores) / len(scores), 4) if scores else None, source="whisperx"))
+        timings.append(WordTiming.of(token, start_ms, end_ms, round(sum(scores) / len(scores), 4) if scores else None,
+                                     source="whisperx"))
     return timings

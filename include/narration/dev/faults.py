@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from narration.errors import ItemFault
+
 if TYPE_CHECKING:
     from narration.layout import BatchLayout
     from narration.schema import ChunkSpec
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 ENV_VAR = "NARRATION_FAULTS"
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(ItemFault, RuntimeError):
     """A failure raised on purpose by the chaos hook."""
 
 

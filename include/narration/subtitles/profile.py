@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from narration.errors import ConfigurationFault
+
 # The frame rates a profile may name, and their exact values (the NTSC rates are 24000/1001 and 30000/1001).
 FRAME_RATES: dict[float, Fraction] = {
     23.976: Fraction(24000, 1001), 24.0: Fraction(24), 25.0: Fraction(25), 29.97: Fraction(30000, 1001),
@@ -112,7 +114,7 @@ PROFILES: dict[str, SubtitleProfile] = {
 DEFAULT_PROFILE = "netflix-adult"
 
 
-class UnknownProfileError(ValueError):
+class UnknownProfileError(ConfigurationFault, ValueError):
     """A profile name that is not in :data:`PROFILES`."""
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 
-from narration.normalize import ABBREVIATIONS, NUMBERED_ABBREVIATIONS
+from narration.normalize import NUMBERED_ABBREVIATIONS, is_clause_end, is_sentence_end
 from narration.schema import Cue, WordTiming
 from narration.subtitles.profile import DEFAULT_PROFILE, SubtitleProfile, get_profile, rule_violations
 
@@ -42,9 +42,6 @@ PREPOSITIONS = frozenset({
 # fmt: on
 
 NOMINAL_MS_PER_WORD = 300  # BBC guide, ~0.3 s a word: where no neighbour gives untimed words a time
-_CLOSERS = "\"'”’»)]"
-_RE_SENTENCE_END = re.compile(rf"[.!?…][{re.escape(_CLOSERS)}]*$")
-_RE_CLAUSE_END = re.compile(rf"[,;:—–-][{re.escape(_CLOSERS)}]*$")
 _RE_NUMBER = re.compile(r"^[$£€]?\d[\d,.]*(%|st|nd|rd|th|s)?$")
 _EDGE = "\"'“”‘’«»()[]{}<>,;:!?.…—–-*_"
 
@@ -73,12 +70,6 @@ def _last_part(text: str) -> str:
     return parts[-1] if parts else ""
 
 
-def is_sentence_end(text: str) -> bool:
-    """Ends with . ! ? or … (closing quotes allowed), and is not an abbreviation such as "Dr."."""
-    last = _last_part(text).lower().rstrip(_CLOSERS)
-    return bool(_RE_SENTENCE_END.search(text)) and last not in ABBREVIATIONS
-
-
 def _capitalised(part: str) -> bool:
     letters = part.lstrip(_EDGE)
     return bool(letters) and letters[0].isupper()
@@ -86,7 +77,7 @@ def _capitalised(part: str) -> bool:
 
 def is_forbidden_break(before: str, after: str) -> bool:
     """Whether a line break between these two tokens splits a pair the style guide keeps together."""
-    if is_sentence_end(before) or _RE_CLAUSE_END.search(before):
+    if is_sentence_end(before) or is_clause_end(before):
         return False
     left, right = _last_part(before), _first_part(after)
     left_bare, right_bare = _bare(left), _bare(right)
@@ -109,7 +100,7 @@ def break_cost(before: str, after: str) -> float:
     """Cost of a line or cue break between two tokens: after punctuation and before function words is good."""
     if is_sentence_end(before):
         return 0.0
-    if _RE_CLAUSE_END.search(before):
+    if is_clause_end(before):
         return COST_AT_PUNCTUATION
     if is_forbidden_break(before, after):
         return COST_FORBIDDEN_BREAK

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from narration.errors import ConfigurationFault
+
 SYNTHESIZERS: dict[str, str] = {
     "espeak": "narration.synth.espeak:EspeakSynthesizer",
     "f5tts": "narration.synth.f5tts:F5TTSSynthesizer",
@@ -16,7 +18,7 @@ SYNTHESIZERS: dict[str, str] = {
 DEFAULT_SYNTHESIZER = "espeak"  # NARRATION_SYNTHESIZER's default: CPU only, no model download
 
 
-class UnknownSynthesizerError(ValueError):
+class UnknownSynthesizerError(ConfigurationFault, ValueError):
     def __init__(self, name: str):
         super().__init__(f"unknown synthesizer {name!r}; valid names: {', '.join(sorted(SYNTHESIZERS))}")
 

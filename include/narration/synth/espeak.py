@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from narration.normalize import ABBREVIATIONS
+from narration.errors import ItemFault
+from narration.normalize import pause_mark
 from narration.schema import ScriptToken, WordTiming
 from narration.synth.base import Synthesis, Synthesizer, Voice
 
@@ -30,17 +31,12 @@ _EVENT_WORD = 1
 _PARAM_RATE = 1
 _PHONEMES_SEPARATOR_SPACE = ord(" ") << 8  # phoneme_mode bits 8-23: separator between phoneme names
 
-# Clause punctuation kept after a token's last spoken word so espeak pauses and intones like a narrator.
-_CLAUSE_PUNCTUATION = ".,;:!?"
-_CLOSING_QUOTES = "\"'”’)]}»"
-_OPENING_QUOTES = "\"'“‘([{«"
-
 # Energy trimming of word ends: 10 ms frames, quieter than the loudest frame by this much counts as silence.
 _FRAME_S = 0.010
 _SILENCE_BELOW_PEAK_DB = 40.0
 
 
-class EspeakError(RuntimeError):
+class EspeakError(ItemFault, RuntimeError):
     """espeak-ng could not be loaded or refused a request (unknown voice, failed synthesis)."""
 
 
@@ -181,10 +177,8 @@ def speech_text(tokens: list[ScriptToken]) -> tuple[str, list[int]]:
             word_offsets.append(position)
             parts.append(word)
             position += len(word) + 1
-        trailing = token.original.rstrip(_CLOSING_QUOTES)[-1:]
-        is_abbreviation = token.original.rstrip(_CLOSING_QUOTES).lstrip(_OPENING_QUOTES).lower() in ABBREVIATIONS
-        if trailing in _CLAUSE_PUNCTUATION and not (trailing == "." and is_abbreviation):
-            parts[-1] += trailing
+        if mark := pause_mark(token.original):
+            parts[-1] += mark
             position += 1
     return " ".join(parts), word_offsets
 
@@ -231,17 +225,7 @@ def reference_words(
         sounding = np.flatnonzero(voiced[first:last])
         end_s = min(limit_s, (first + sounding[-1] + 1) * frame / sample_rate) if len(sounding) else limit_s
         end_s = max(end_s, start_s)
-        words.append(
-            WordTiming(
-                index=token.index,
-                text=token.original,
-                spoken=" ".join(token.spoken),
-                start_ms=round(start_s * 1000),
-                end_ms=round(end_s * 1000),
-                score=1.0,
-                source="espeak",
-            )
-        )
+        words.append(WordTiming.of(token, round(start_s * 1000), round(end_s * 1000), 1.0, source="espeak"))
     return words
 
 

@@ -20,7 +20,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from narration.devices import release_gpu_memory, resolve_device
-from narration.normalize import ABBREVIATIONS
+from narration.errors import ItemFault
+from narration.normalize import pause_mark, sentences
 from narration.schema import ScriptToken
 from narration.settings import Settings
 from narration.synth.base import Synthesis, Synthesizer, Voice
@@ -28,14 +29,11 @@ from narration.synth.base import Synthesis, Synthesizer, Voice
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000  # F5-TTS / Vocos mel-24khz output rate: the master audio
-_SENTENCE_END = ".!?…"
-_CLAUSE_PUNCTUATION = ".,;:!?"
-_CLOSERS = "\"'”’)]}»"
 # F5 fits reference + generated speech into one ~22 s context; it sizes text batches with this (utils_infer).
 _CONTEXT_S = 22.0
 
 
-class F5TTSError(RuntimeError):
+class F5TTSError(ItemFault, RuntimeError):
     """Configuration or input F5-TTS cannot work with (missing files, bad reference voice)."""
 
 
@@ -81,21 +79,8 @@ def packaged_architecture(config_name: str) -> dict[str, Any]:
 
 def sentence_texts(tokens: list[ScriptToken]) -> list[str]:
     """The normalised words of ``tokens`` grouped into sentences, clause punctuation kept for prosody."""
-    sentences: list[str] = []
-    words: list[str] = []
-    for token in tokens:
-        text = " ".join(token.spoken)
-        tail = token.original.rstrip(_CLOSERS)
-        is_abbreviation = tail.lower().lstrip(_CLOSERS) in ABBREVIATIONS
-        if tail[-1:] in _CLAUSE_PUNCTUATION and not is_abbreviation:
-            text += tail[-1]
-        words.append(text)
-        if tail[-1:] in _SENTENCE_END and not is_abbreviation:
-            sentences.append(" ".join(words))
-            words = []
-    if words:
-        sentences.append(" ".join(words))
-    return sentences
+    return [" ".join(" ".join(token.spoken) + pause_mark(token.original) for token in sentence)
+            for sentence in sentences(tokens)]
 
 
 def group_sentences(sentences: list[str], max_chars: int) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from narration.errors import ItemFault
 from narration.schema import ScriptToken, WordTiming
 from narration.synth.base import Synthesis, Synthesizer, Voice
 from narration.synth.espeak import speech_text
@@ -26,7 +27,7 @@ _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([a-z])")  # espeak-ng ends a sentenc
 _SPEECHLESS = set(".,;:!?¡¿—…\"'()[]«»“”‘’-")  # phonemizer output that is punctuation, not sound of a word
 
 
-class PiperError(RuntimeError):
+class PiperError(ItemFault, RuntimeError):
     """Piper could not load its voice or could not speak an item."""
 
 
@@ -199,7 +200,6 @@ def token_timings(tokens: list[ScriptToken], spans: list[SpokenWord], sample_rat
     for token in tokens:
         first, last = spans[position], spans[position + len(token.spoken) - 1]
         position += len(token.spoken)
-        words.append(WordTiming(index=token.index, text=token.original, spoken=" ".join(token.spoken),
-                                start_ms=round(first.start * 1000 / sample_rate),
-                                end_ms=round(last.end * 1000 / sample_rate), score=1.0, source="piper"))
+        words.append(WordTiming.of(token, round(first.start * 1000 / sample_rate),
+                                   round(last.end * 1000 / sample_rate), 1.0, source="piper"))
     return words

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 
+from narration.errors import ConfigurationFault
+
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -42,7 +44,7 @@ FORMATS: dict[str, OutputFormat] = {fmt.name: fmt for fmt in (
 SUBTITLE_FORMATS = tuple(FORMATS)  # every format a batch writes by default, in the report's column order
 
 
-class UnknownFormatError(ValueError):
+class UnknownFormatError(ConfigurationFault, ValueError):
     def __init__(self, name: str):
         super().__init__(f"unknown output format {name!r}; valid formats: {', '.join(FORMATS)}")
 
