@@ -34,7 +34,7 @@ def test_every_product_exception_is_on_one_branch():
 
 
 @pytest.mark.parametrize("path, branch, builtin", [
-    ("narration.align:AlignmentError", ItemFault, RuntimeError),
+    ("narration.align.base:AlignmentError", ItemFault, RuntimeError),
     ("narration.manifests:ManifestError", ItemFault, ValueError),
     ("narration.voices:VoiceError", ItemFault, ValueError),
     ("narration.synth.espeak:EspeakError", ItemFault, RuntimeError),
@@ -55,7 +55,8 @@ def test_a_configuration_fault_is_an_infrastructure_fault_and_never_an_item_faul
 
 
 def test_the_worker_says_retryable_for_all_but_configuration_faults():
-    from narration.align import AlignmentError, UnknownAlignerError
+    from narration.align import UnknownAlignerError
+    from narration.align.base import AlignmentError
     from narration.cli import _retryable
     from narration.devices import DeviceError
     from narration.storage import StorageRefused, StorageUnreachable
