@@ -95,9 +95,10 @@ def _synthesize(storage, monkeypatch, fail: bool) -> dict[str, SynthesisRecord]:
         {"id": "german-as-english", "text": GERMAN, "voice": "sprecher", "language": "en"},
         {"id": "english", "text": ENGLISH, "voice": "narrator", "language": "en"},
     ))
-    plan = plan_batch(storage, Settings(), "lang", ["incoming/lang.jsonl"], BatchOptions(), {"sprecher", "narrator"})
+    plan = plan_batch(storage, Settings(), "lang", ["incoming/lang.jsonl"], BatchOptions(formats=["json"]),
+                      {"sprecher", "narrator"})
     chunk = load_chunk(storage, plan.chunks[0].key)
-    synthesize_chunk(storage, Settings(), chunk, progress=lambda _: None)
+    synthesize_chunk(storage, Settings(), chunk)
     layout = BatchLayout(chunk.batch_id)
     return {i.item_id: SynthesisRecord.model_validate(storage.get_json(layout.synthesis(i.item_id)))
             for i in chunk.items}
@@ -118,7 +119,7 @@ def test_detected_language_reaches_words_json_the_report_csv_and_html(storage, n
     _synthesize(storage, monkeypatch, fail=False)
     chunk = load_chunk(storage, next(k for k in storage.list_keys("batches/") if "/chunks/" in k))
     align_chunk(storage, Settings(), chunk)
-    render_chunk(storage, Settings(), chunk, formats=["json"], profile_name="netflix-adult", progress=lambda _: None)
+    render_chunk(storage, Settings(), chunk)
     layout = BatchLayout(chunk.batch_id)
     metadata = storage.get_json(layout.subtitle("english", "json"))["metadata"]
     assert metadata["detected_language"] == "en" and metadata["language_probability"] > 0.5
