@@ -10,7 +10,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from narration.align import AlignmentError
+from narration.align.whisperx import WhisperXAligner, _Emissions, emission_frames
+from narration.audio import resample
 from narration.layout import BatchLayout
 from narration.normalize import normalize_script
 from narration.pipeline import load_chunk, synthesize_chunk
@@ -158,3 +162,74 @@ def test_chunk_synthesis_batches_its_items_and_keys_them_by_the_sampling_schedul
     assert redone["params"]["sway_sampling_coef"] == -0.5
     assert redone["params"]["cache_key"] != records[0].params["cache_key"]
     assert json.dumps(redone)  # the record stays plain JSON
+
+
+# -- alignment ---------------------------------------------------------------------------------------------
+
+SCRIPTS = ["The river runs past the old mill. It was cold.", "Where did the summer go?",
+           "She sold three thousand tickets in two days! Then she rested."]
+
+
+@pytest.fixture
+def spoken(speak):
+    return [speak(text) for text in SCRIPTS]
+
+
+def whisperx_with(batch_size: int) -> WhisperXAligner:
+    # The random model's scores are meaningless: let every timing through the quality gate.
+    aligner = WhisperXAligner(Settings(device="cpu", alignment_batch_size=batch_size, max_untimed_ratio=1.0,
+                                       min_mean_score=-1.0))
+    aligner.load()
+    return aligner
+
+
+def test_batched_emissions_match_each_item_alone(whisperx_env, spoken):
+    aligner = whisperx_with(4)
+    model, metadata = aligner._load_language("en")
+    audios = [resample(audio, rate, 16000) for audio, rate, _, _ in spoken]
+    together = aligner.emissions(audios, model, metadata)
+    alone = [aligner.emissions([audio], model, metadata)[0] for audio in audios]
+
+    longest = max(range(len(audios)), key=lambda n: len(audios[n]))
+    for n, (batched, single) in enumerate(zip(together, alone)):
+        assert batched.shape == single.shape == (emission_frames(len(audios[n])), single.shape[1])
+        # The longest row has no padding: the same emissions. wav2vec2-base's group norm runs over time, padding
+        # included, so a shorter row's emissions shift (on the tiny model by 15-30 % of their spread); they are
+        # exactly those of the item padded with the same silence on its own: rows never leak into each other.
+        if n == longest:
+            assert (batched - single).abs().max() <= 1e-4
+        else:
+            padded = np.zeros(len(audios[longest]), dtype=np.float32)
+            padded[:len(audios[n])] = audios[n]
+            own = aligner.emissions([padded], model, metadata)[0][:len(single)]
+            assert (batched - own).abs().max() <= 1e-4
+
+
+def test_batched_alignment_times_every_item_through_whisperx(whisperx_env, spoken):
+    items = [(audio, rate, tokens, "en") for audio, rate, tokens, _ in spoken]
+    batched = whisperx_with(4).align_many(items)
+    by_window = whisperx_with(1).align_many(items)
+
+    for (audio, rate, tokens, _), words, windowed in zip(items, batched, by_window):
+        assert not isinstance(words, Exception), words
+        assert [w.index for w in words] == [w.index for w in windowed] == [t.index for t in tokens]
+        timed = [w for w in words if w.timed]
+        assert timed and all(0 <= w.start_ms <= w.end_ms <= 1000 * len(audio) / rate for w in timed)
+        assert all(a.end_ms <= b.start_ms for a, b in zip(timed, timed[1:]))
+    alone = whisperx_with(4).align_many([items[0]])[0]
+    longest = max(range(len(items)), key=lambda n: len(items[n][0]))
+    if longest == 0:
+        assert [(w.start_ms, w.end_ms) for w in alone] == [(w.start_ms, w.end_ms) for w in batched[0]]
+
+
+def test_a_window_that_is_not_the_items_audio_is_refused(whisperx_env, spoken):
+    aligner = whisperx_with(4)
+    model, metadata = aligner._load_language("en")
+    audio = resample(spoken[0][0], spoken[0][1], 16000)
+    served = _Emissions(aligner.emissions([audio], model, metadata)[0], torch.from_numpy(audio), metadata["type"],
+                        emission_frames)
+    served.start = 1600
+    with pytest.raises(AlignmentError, match="not the item's audio"):
+        served(torch.from_numpy(audio[:16000])[None])
+    window = served(torch.from_numpy(audio[1600:17600])[None]).logits
+    assert window.shape[1] == emission_frames(16000)
