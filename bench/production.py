@@ -84,8 +84,10 @@ def run(device: str, items: int, nfe_steps: list[int], batches: list[int], budge
     root = cache_root()
     t0 = time.perf_counter()
     build_all(root)
-    print(f"{device_description(device)}; random full-size models in {root} (built or found in "
-          f"{time.perf_counter() - t0:.0f} s); budget {budget_s:.0f} s")
+    load_average = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{device_description(device)}, load average {load_average} (other work on the host slows every figure); "
+          f"random full-size models in {root} (built or found in {time.perf_counter() - t0:.0f} s); budget "
+          f"{budget_s:.0f} s")
 
     espeak = EspeakSynthesizer(Settings())
     espeak.load()
@@ -188,12 +190,13 @@ def run(device: str, items: int, nfe_steps: list[int], batches: list[int], budge
                 print(f"{row.nfe:>4} {row.batch:>5} {row.items:>5}  {row.skipped}")
                 continue
             single = next((r for r in rows if r.nfe == row.nfe and r.batch == 1 and not r.skipped), None)
-            gain = f"{row.items_per_hour / single.items_per_hour:.2f}" if single else "-"
+            gain = f"{single.rtf / row.rtf:.2f}" if single else "-"
             peak = f"{row.peak_mib:.0f}" if row.peak_mib is not None else "-"
             print(f"{row.nfe:>4} {row.batch:>5} {row.items:>5} {row.audio_s:>8.2f} {row.wall_s:>8.2f} "
                   f"{row.rtf:>7.3f} {row.items_per_hour:>8.0f} {gain:>9} {peak:>9}")
         print("RTF: wall seconds / audio seconds over the whole batch run (aggregate); items/h: one worker; "
-              "x batch 1: throughput against batch 1 at the same NFE; peak: torch.cuda.max_memory_allocated")
+              "x batch 1: audio seconds per wall second against batch 1 at the same NFE (items differ in length); "
+              "peak: torch.cuda.max_memory_allocated")
         if cuda:
             print(f"GPU memory: {before_load:.1f} MiB before load, {after_close:.1f} MiB after close() "
                   f"({'back to its level' if after_close - before_load < 1 else 'NOT back to its level'})")
@@ -207,7 +210,7 @@ def run(device: str, items: int, nfe_steps: list[int], batches: list[int], budge
     measured = [r for r in rows if not r.skipped]
     print("\nRecommendation from these figures:")
     for nfe in sorted({r.nfe for r in measured}):
-        best = max((r for r in measured if r.nfe == nfe), key=lambda r: r.items_per_hour)
+        best = min((r for r in measured if r.nfe == nfe), key=lambda r: r.rtf)
         per_item = best.wall_s / best.items
         chunk = math.ceil(load_s * (1 - LOAD_SHARE) / LOAD_SHARE / per_item)
         chunk = max(best.batch, math.ceil(chunk / best.batch) * best.batch)
