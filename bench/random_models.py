@@ -53,7 +53,6 @@ def build_f5_v1_base(root: Path, seed: int = 0) -> Path:
     from importlib.resources import files
 
     import torch
-    from f5_tts.infer.utils_infer import load_model  # noqa: F401 - the vocab and mel settings it loads with
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
     from safetensors.torch import save_file
