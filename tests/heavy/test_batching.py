@@ -95,12 +95,18 @@ def test_without_the_attention_mask_short_rows_hear_the_padding(f5_with, referen
     assert all(d > 10 * AUDIO_TOLERANCE for n, d in enumerate(differences) if n != longest)
 
 
-def test_batches_follow_the_size_and_the_frames_cap(f5_with, reference_voice):
+def test_batches_follow_the_size_and_the_frames_cap(batching, reference_voice):
     requests = requests_for(reference_voice)[:3]
-    by_size = f5_with(2).synthesize_many(requests)
-    assert sorted(take.params["batch_size"] for take in by_size) == [1, 2, 2]
-    capped = f5_with(8, synthesis_batch_frames=256).synthesize_many(requests[:2])  # below two rows of any item
-    assert [take.params["batch_size"] for take in capped] == [1, 1]
+    loaded = batching.settings
+    try:
+        batching.settings = loaded.model_copy(update={"synthesis_batch_size": 2})
+        by_size = batching.synthesize_many(requests)
+        assert sorted(take.params["batch_size"] for take in by_size) == [1, 2, 2]
+        batching.settings = loaded.model_copy(update={"synthesis_batch_frames": 256})  # below two rows of any item
+        capped = batching.synthesize_many(requests[:2])
+        assert [take.params["batch_size"] for take in capped] == [1, 1]
+    finally:
+        batching.settings = loaded
 
 
 def test_a_bad_item_fails_alone_and_its_batch_still_speaks(batching, reference_voice, alone):
