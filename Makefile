@@ -81,6 +81,7 @@ bench-core: venv
 
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models
+	$(HEAVY_PY) -m bench.models --production
 	$(HEAVY_PY) -m bench.subtitles
 	$(HEAVY_PY) -m bench.quality
 

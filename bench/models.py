@@ -2,8 +2,9 @@
 
 Run: ``PYTHONPATH=include:. .venv-heavy/bin/python -m bench.models [--items 8] [--device cpu|cuda|auto]``. The tiny
 models run the real f5-tts / whisperx / faster-whisper code, so the table shows the fixed cost a chunk pays, not
-production speed. On CUDA it also shows the GPU memory each backend holds before load, after a chunk and after
-``close()`` (workers release it between chunks), and the precision each backend actually ran in.
+production speed; ``--production`` measures that with full-size random models (bench/production.py). On CUDA
+it also shows the GPU memory each backend holds before load, after a chunk and after ``close()`` (workers release
+it between chunks), and the precision each backend actually ran in.
 """
 
 from __future__ import annotations
@@ -237,6 +238,12 @@ def print_table(rows: list[Row], device: str, items: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--production" in argv:  # full-size random models: bench/production.py
+        from bench.production import main as production
+
+        production([a for a in argv if a != "--production"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=8, help="items in the one chunk (default 8)")
     parser.add_argument("--nfe-step", type=int, default=32, help="F5 flow steps (production default 32)")

@@ -3,9 +3,12 @@
 #
 # The machine brings python3 with CUDA torch/torchaudio/transformers; the rest travels as wheels in .whl/ (cp312,
 # manylinux x86_64), installed with --no-deps into /tmp/site. It prints the machine and library versions, runs
-# `bench.models --device cuda` (model load vs per-item compute, GPU memory around close(), precision), then the heavy
-# tests this environment can run (they use CPU settings: they check the install). Everything goes to stdout and to
-# $OUT/gpu-check.log when OUT is set. About 3 minutes on an H100; hard limit about 5.5 minutes.
+# `bench.models --device cuda` (model load vs per-item compute, GPU memory around close(), precision), then
+# `bench.models --production --device cuda` (full-size random F5TTS_v1_Base / Vocos / wav2vec2-base built into
+# $NARRATION_RANDOM_MODELS, default /tmp/random-models: RTF at NFE 7/16/32 x batch 1/4/16/32, peak memory, alignment
+# RTF, recommended batch, chunk size and workers per GPU), then the heavy tests this environment can run (they use
+# CPU settings: they check the install). Everything goes to stdout and to $OUT/gpu-check.log when OUT is set.
+# The production step has not run on a GPU yet; hard limit about 9.5 minutes (one device command may run 10).
 #
 # GPU_CHECK_DEVICE (default cuda) and PYTHON (default python3) exist for a dry run on a machine without a GPU.
 set -uo pipefail
@@ -13,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-BUDGET_S=330  # the whole script, so it always ends well inside a 6-minute device slot
+BUDGET_S=560  # the whole script, so it always ends inside a 10-minute device command
 LOG=${OUT:+$OUT/gpu-check.log}
 
 check() {
@@ -54,6 +57,13 @@ PY
     echo "== bench.models --device $DEVICE --items 8"
     timeout 200 "$PYTHON" -m bench.models --device "$DEVICE" --items 8 --json || status=$?
     [ "$status" -eq 0 ] || echo "bench.models exited with $status"
+
+    echo "== bench.models --production --device $DEVICE (full-size random models)"
+    local production_status=0
+    NARRATION_RANDOM_MODELS=${NARRATION_RANDOM_MODELS:-/tmp/random-models} timeout 330 \
+        "$PYTHON" -m bench.models --production --device "$DEVICE" --budget-s 240 || production_status=$?
+    [ "$production_status" -eq 0 ] || echo "bench.models --production exited with $production_status"
+    [ "$status" -ne 0 ] || status=$production_status
 
     echo "== heavy tests"
     local remaining=$((BUDGET_S - (SECONDS - started)))

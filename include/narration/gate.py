@@ -20,7 +20,7 @@ from narration.devices import ctranslate2_compute_type, release_gpu_memory, reso
 from narration.normalize import normalize_script, spoken_text
 from narration.schema import ScriptToken
 from narration.settings import Settings
-from narration.synth.base import Synthesis, Synthesizer, Voice
+from narration.synth.base import Synthesis, SynthesisRequest, Synthesizer, Voice
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,9 @@ class GatedSynthesizer:
         if self.gate.gate.asr_model == SHARED_LANGUAGE_MODEL and language is not None:
             self.gate.use_model(language.model, language.path)
         self.gate.load()
+
+    def prepare(self, requests: list[SynthesisRequest]) -> None:
+        self.synth.prepare(requests)  # first takes use the items' own seeds: batched; retakes go one at a time
 
     def synthesize(self, tokens: list[ScriptToken], voice: Voice, *, speed: float = 1.0,
                    seed: int | None = None) -> Synthesis:

@@ -41,6 +41,7 @@ from narration.schema import (
 from narration.settings import Settings
 from narration.storage import Prefetch, Storage, WriteBehind
 from narration.synth import get_synthesizer_class
+from narration.synth.base import SynthesisRequest
 from narration.voices import materialise_voice
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
     faults = FaultPlan("synthesize", chunk.chunk_id)
     storage = faults.wrap_storage(storage, layout, chunk, record=layout.synthesis)
     synth_cls = get_synthesizer_class(chunk.synthesizer)
-    params = {**backend_params(chunk.synthesizer, settings), **chunk_params(chunk)}
+    params = {**backend_params(chunk.synthesizer, settings), **synth_cls.output_params(), **chunk_params(chunk)}
     results: list[ItemResult] = []
     skipped = 0
     todo: list[tuple[ItemSpec, str]] = []
@@ -204,6 +205,7 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
         try:
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
+                _announce(storage, synth, [item for item, _ in todo], voice_dir)
                 for item, key in todo:
                     results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
                                                     checks))
@@ -212,6 +214,23 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
             checks.close()
             synth.close()
     return clock.result(chunk, "synthesize", chunk.synthesizer, results, loads, skipped)
+
+
+def _announce(storage: Storage, synth, items: list[ItemSpec], voice_dir: str) -> None:
+    """Tell the synthesizer every item it will be asked for, so a batching backend generates several at once. An
+    item whose voice or text cannot be prepared is left out: its own attempt reports the error."""
+    voices: dict[str, object] = {}
+    requests = []
+    for item in items:
+        try:
+            if item.voice not in voices:
+                voices[item.voice] = materialise_voice(storage, item.voice, voice_dir)
+            requests.append(SynthesisRequest(_tokens(item), voices[item.voice], item.speed, item.seed))
+        except InfrastructureFault:
+            raise
+        except Exception as exc:  # reported by the item's own synthesis
+            log.debug("not announcing %s: %s", item.item_id, exc)
+    synth.prepare(requests)
 
 
 def _with_gate(synth, settings: Settings, checks=None):

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
 
         return check_encodings(value)
 
+    # Batching on the model workers: outputs do not depend on these (each item keeps its own seed and noise).
+    synthesis_batch_size: int = Field(1, ge=1, le=64, description="Sentence groups of a chunk's items that the "
+                                      "synthesizer generates in one model call (F5-TTS; grouped by voice and "
+                                      "similar length); 1 = one at a time.")
+    synthesis_batch_frames: int = Field(24000, ge=256, description="Memory cap of one batched synthesis call: "
+                                        "batch size x longest padded length, in 10.7 ms mel frames (reference "
+                                        "included); a batch that would exceed it is split.")
+    alignment_batch_size: int = Field(1, ge=1, le=64, description="Items whose wav2vec2 emissions the aligner "
+                                      "computes in one forward pass (WhisperX); 1 = one at a time.")
+    alignment_batch_s: float = Field(480.0, gt=0, description="Memory cap of one batched emission pass: batch "
+                                     "size x longest padded item, in seconds of 16 kHz audio.")
+
     # Model locations (a model cache volume in production)
     model_dir: str = Field("/models", description="Root of the local model cache.")
     device: str = Field("auto", description="cpu | cuda | auto")

@@ -31,6 +31,20 @@ TINY_VOCOS_CONFIG = {
 }
 
 
+def untrained_but_live(model) -> None:
+    """Give DiT's zero-initialised layers (AdaLN modulation, output projection) small random weights.
+
+    Freshly built, a DiT predicts zero flow whatever its input, so its samples would be the noise itself and a test
+    could not tell one batch row's influence on another. Trained checkpoints have no all-zero layers either.
+    """
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.numel() > 1 and not parameter.any():
+                parameter.normal_(0.0, 0.02)
+
+
 @dataclass(frozen=True)
 class TinyF5:
     checkpoint: Path
@@ -51,6 +65,7 @@ def build_tiny_f5(directory: Path, seed: int = 0) -> TinyF5:
     vocab_file = directory / "vocab.txt"
     vocab_file.write_text("".join(f"{symbol}\n" for symbol in TINY_F5_VOCAB), encoding="utf-8")
     model = CFM(transformer=DiT(**TINY_F5_CONFIG, text_num_embeds=len(TINY_F5_VOCAB), mel_dim=100))
+    untrained_but_live(model)
     checkpoint = directory / "model_tiny.pt"
     # The layout of F5's trainer checkpoints: EMA weights under "ema_model." keys.
     torch.save({"ema_model_state_dict": {f"ema_model.{k}": v for k, v in model.state_dict().items()}}, checkpoint)

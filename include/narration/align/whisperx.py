@@ -1,6 +1,8 @@
 """WhisperX forced alignment (wav2vec2 CTC, 20 ms frames) of the KNOWN normalised script, sentence by sentence.
 
 Times come back on the script's own tokens; a quality gate raises AlignmentError so the item goes to the fallback.
+With ``alignment_batch_size`` > 1 each item's wav2vec2 emissions come from one forward pass over its whole audio,
+several items padded into one batch, and whisperx.align reads each sentence window's frames from them.
 whisperx and torch are imported inside ``load()``.
 """
 
@@ -26,6 +28,9 @@ from narration.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # whisperx.align assumes 16 kHz
+# wav2vec2's convolutional front end (every wav2vec2/HuBERT CTC model whisperx uses): 320 samples = one 20 ms frame.
+_CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
+_CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 # Files of an NLTK punkt_tab language; empty files are an untrained Punkt (we already split sentences ourselves).
 _PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
@@ -94,6 +99,36 @@ def _reduced_precision(model, dtype):
     return ReducedPrecision().eval()
 
 
+def emission_frames(samples: int, kernels=_CONV_KERNELS, strides=_CONV_STRIDES) -> int:
+    """Frames wav2vec2's front end makes of ``samples`` audio samples."""
+    for kernel, stride in zip(kernels, strides):
+        samples = (samples - kernel) // stride + 1
+    return max(samples, 0)
+
+
+class _Emissions:
+    """Stands in for the alignment model inside whisperx.align: serves each window's frames from emissions
+    computed over the whole item. ``start`` is set to the window's first sample before each align() call; the
+    waveform whisperx passes must be the item's audio from there, or whisperx changed how it slices."""
+
+    def __init__(self, logits, audio, model_type: str, frames_of):
+        self.logits, self.audio, self.model_type, self.frames_of = logits, audio, model_type, frames_of
+        self.start = 0
+
+    def __call__(self, waveform, lengths=None):
+        from types import SimpleNamespace
+
+        import torch
+
+        size = int(lengths[0]) if lengths is not None else waveform.shape[-1]
+        expected = self.audio[self.start:self.start + size]
+        if not torch.equal(waveform[0, :size].cpu(), expected):
+            raise AlignmentError("whisperx passed a window that is not the item's audio at its start time")
+        first = self.start // 320
+        logits = self.logits[None, first:first + max(self.frames_of(waveform.shape[-1]), 1)]
+        return (logits, None) if self.model_type == "torchaudio" else SimpleNamespace(logits=logits)
+
+
 class WhisperXAligner(Aligner):
     """Aligns the known script with ``whisperx.align``: one segment per sentence, windows chained on real times.
 
@@ -154,9 +189,52 @@ class WhisperXAligner(Aligner):
 
     # -- alignment ---------------------------------------------------------------------------------------
 
+    def _frames_of(self, model):
+        """Frame count for a sample count: the HF model's own conv config, else wav2vec2's."""
+        config = getattr(getattr(model, "inner", model), "config", None)
+        kernels = tuple(getattr(config, "conv_kernel", _CONV_KERNELS))
+        strides = tuple(getattr(config, "conv_stride", _CONV_STRIDES))
+        return lambda samples: emission_frames(samples, kernels, strides)
+
+    def emissions(self, audios: list[np.ndarray], model, metadata) -> list[Any]:
+        """Each 16 kHz item's logits (frames, vocab) on CPU, from batched forward passes over whole items: up to
+        ``alignment_batch_size`` items of similar length, padded with silence, at most ``alignment_batch_s``
+        seconds of padded audio per pass. wav2vec2-base normalises over time, so padding shifts a short row's
+        emissions slightly; sorting by length keeps the padding small."""
+        import torch
+
+        frames_of = self._frames_of(model)
+        size, cap = self.settings.alignment_batch_size, self.settings.alignment_batch_s * SAMPLE_RATE
+        order = sorted(range(len(audios)), key=lambda n: len(audios[n]))
+        batches: list[list[int]] = []
+        for n in order:
+            if batches and len(batches[-1]) < size and (len(batches[-1]) + 1) * len(audios[n]) <= cap:
+                batches[-1].append(n)
+            else:
+                batches.append([n])
+        out: list[Any] = [None] * len(audios)
+        for batch in batches:
+            longest = max(len(audios[n]) for n in batch)
+            waves = torch.zeros(len(batch), longest)
+            for row, n in enumerate(batch):
+                waves[row, :len(audios[n])] = torch.from_numpy(audios[n])
+            with torch.inference_mode():
+                waves = waves.to(self.device)
+                if metadata["type"] == "torchaudio":
+                    lengths = torch.tensor([len(audios[n]) for n in batch], device=self.device)
+                    logits, _ = model(waves, lengths=lengths)
+                else:
+                    logits = model(waves).logits
+            logits = logits.float().cpu()
+            for row, n in enumerate(batch):
+                out[n] = logits[row, :frames_of(len(audios[n]))]
+        return out
+
     def _align_segment(self, text: str, start_s: float, end_s: float, model, metadata, audio) -> list[dict]:
         import whisperx
 
+        if isinstance(model, _Emissions):
+            model.start = int(start_s * SAMPLE_RATE)  # the first sample whisperx.align cuts for this window
         try:
             result = whisperx.align([{"text": text, "start": start_s, "end": end_s}], model, metadata, audio,
                                     self.device, interpolate_method=self.wx.interpolate_method)
@@ -167,14 +245,58 @@ class WhisperXAligner(Aligner):
     def align(
         self, audio: np.ndarray, sample_rate: int, tokens: list[ScriptToken], language: str
     ) -> list[WordTiming]:
-        if not tokens:
-            return []
+        result = self.align_many([(audio, sample_rate, tokens, language)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def align_many(self, items: list[tuple[np.ndarray, int, list[ScriptToken], str]]
+                   ) -> list[list[WordTiming] | Exception]:
+        """Each item's timings, or the error that item alone failed with. With ``alignment_batch_size`` > 1 the
+        items' emissions are computed in batched whole-item passes; else each sentence window is one pass."""
         self.load()
-        model, metadata = self._load_language(language)
-        audio16 = resample(np.asarray(audio, dtype=np.float32), sample_rate, SAMPLE_RATE)
+        results: list[list[WordTiming] | Exception | None] = [None] * len(items)
+        audios: dict[int, np.ndarray] = {}
+        for n, (audio, sample_rate, tokens, _) in enumerate(items):
+            if not tokens:
+                results[n] = []
+                continue
+            audios[n] = resample(np.asarray(audio, dtype=np.float32), sample_rate, SAMPLE_RATE)
+            if len(audios[n]) == 0:
+                results[n] = AlignmentError("empty audio")
+                del audios[n]
+        for language in dict.fromkeys(items[n][3] for n in audios):
+            indices = [n for n in audios if items[n][3] == language]
+            try:
+                model, metadata = self._load_language(language)
+            except AlignmentError as exc:
+                for n in indices:
+                    results[n] = exc
+                continue
+            served: dict[int, Any] = {n: model for n in indices}
+            if self.settings.alignment_batch_size > 1:
+                import torch
+
+                try:
+                    logits = self.emissions([audios[n] for n in indices], model, metadata)
+                except Exception as exc:  # CUDA OOM, shape errors: these items go to the fallback
+                    logits = [AlignmentError(f"whisperx emissions failed: {type(exc).__name__}: {exc}")] * len(
+                        indices)
+                for n, emission in zip(indices, logits):
+                    served[n] = emission if isinstance(emission, Exception) else _Emissions(
+                        emission, torch.from_numpy(audios[n]), metadata["type"], self._frames_of(model))
+            for n in indices:
+                if isinstance(served[n], Exception):
+                    results[n] = served[n]
+                    continue
+                try:
+                    results[n] = self._align_item(audios[n], items[n][2], served[n], metadata)
+                except Exception as exc:  # align() re-raises it as it is: a crash stays a crash
+                    results[n] = exc
+        return results
+
+    def _align_item(self, audio16: np.ndarray, tokens: list[ScriptToken], model, metadata) -> list[WordTiming]:
         duration = len(audio16) / SAMPLE_RATE
-        if duration <= 0:
-            raise AlignmentError("empty audio")
 
         sentences = split_sentences(tokens)
         texts = [" ".join(w for t in sentence for w in t.spoken) for sentence in sentences]

@@ -5,8 +5,8 @@ How to add a synthesizer:
 2. Import heavy libraries (torch, f5_tts...) inside ``load()``, never at module level, so the Airflow side and
    other workers can import the registry without them.
 3. Register the class path in ``SYNTHESIZERS`` in ``narration/synth/__init__.py``.
-4. ``load()`` is called once per chunk, ``synthesize()`` once per item, ``close()`` at the end of the chunk
-   (release GPU memory there).
+4. ``load()`` is called once per chunk, ``prepare()`` once with every item to do, ``synthesize()`` once per item,
+   ``close()`` at the end of the chunk (release GPU memory there).
 """
 
 from __future__ import annotations
@@ -42,6 +42,16 @@ class Synthesis:
     reference_words: list[WordTiming] | None = None  # exact onsets, when the synthesizer knows them
 
 
+@dataclass
+class SynthesisRequest:
+    """One item a chunk will ask for: the arguments of :meth:`Synthesizer.synthesize`."""
+
+    tokens: list[ScriptToken]
+    voice: Voice
+    speed: float = 1.0
+    seed: int | None = None
+
+
 class Synthesizer(ABC):
     name: ClassVar[str]
     clones_voice: ClassVar[bool] = False  # True when the output imitates the voice's reference recording
@@ -49,8 +59,16 @@ class Synthesizer(ABC):
     def __init__(self, settings: Settings):
         self.settings = settings
 
+    @classmethod
+    def output_params(cls) -> dict[str, Any]:
+        """The effective settings (defaults included) that shape this backend's audio: part of every cache key."""
+        return {}
+
     def load(self) -> None:
         """Load the model once for a chunk."""
+
+    def prepare(self, requests: list[SynthesisRequest]) -> None:
+        """Announce the items the chunk will ask for, in order; a batching backend generates several at once."""
 
     @abstractmethod
     def synthesize(
