@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from narration.align import ALIGNERS
 from narration.encodings import DELIVERY_ENCODINGS
+from narration.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
 from narration.settings import Settings
 from narration.subtitles import DEFAULT_PROFILE, FRAME_RATES, PROFILES
 from narration.subtitles.formats import SUBTITLE_FORMATS
@@ -46,7 +47,7 @@ PARAMS = {
                                   "incoming/."),
     "voice": Param(None, type=["null", "string"], title="Default voice",
                    description="Voice for lines that name none; empty uses the configured default voice."),
-    "language": Param("en", type="string", enum=["en", "en-us", "en-gb"], title="Default language"),
+    "language": Param(DEFAULT_LANGUAGE, type="string", enum=sorted(SUPPORTED_LANGUAGES), title="Default language"),
     "timing_method": Param("auto", type="string", enum=["auto", *ALIGNERS],
                            title="Timing method",
                            description="auto: the configured primary aligner with Google as fallback; google: "
@@ -114,9 +115,9 @@ def narration_batch():
     @task
     def plan_batch(params=None) -> list[dict]:
         """Claim manifests, validate every line, quarantine bad ones, write chunk specs."""
-        from operators import batch
+        from operators import batch_tasks
 
-        return batch.plan_batch(get_current_context(), params)
+        return batch_tasks.plan_batch(get_current_context(), params)
 
     @task_group(prefix_group_id=False)
     def narrate_chunk(chunk: dict):
@@ -133,9 +134,9 @@ def narration_batch():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def plan_fallback() -> list[dict]:
         """Find items whose primary timing failed and cut them into fallback chunks."""
-        from operators import batch
+        from operators import batch_tasks
 
-        return batch.plan_fallback_for_run(get_current_context())
+        return batch_tasks.plan_fallback_for_run(get_current_context())
 
     @task.branch
     def route_timing(fallback_chunks: list) -> str:
@@ -145,25 +146,25 @@ def narration_batch():
     @task(map_index_template="{{ chunk_label }}", pre_execute=budget_chunk, execution_timeout=None)
     def google_align(chunk: dict) -> dict:
         """Time one fallback chunk with Google Speech-to-Text (word time offsets)."""
-        from operators import batch
+        from operators import batch_tasks
 
-        return batch.google_align_chunk(chunk)
+        return batch_tasks.google_align_chunk(chunk)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, map_index_template="{{ chunk_label }}",
           pre_execute=budget_chunk, execution_timeout=None)
     def render_subtitles(chunk: dict) -> dict:
         """Pick each item's final timings and write its subtitles and word files, as the chunk's choices say."""
-        from operators import batch
+        from operators import batch_tasks
 
-        return batch.render_chunk_for_run(chunk)
+        return batch_tasks.render_chunk_for_run(chunk)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BATCH_OUTPUTS], on_success_callback=notify_failures,
           on_failure_callback=notify_failures)
     def write_report():
         """Per-batch CSV and HTML report and summary with presigned URLs; accounts for every line."""
-        from operators import batch
+        from operators import batch_tasks
 
-        summary = batch.write_report_for_run(get_current_context())
+        summary = batch_tasks.write_report_for_run(get_current_context())
         yield Metadata(BATCH_OUTPUTS, extra={
             "batch_id": summary["batch_id"], "report": summary["report_csv"],
             **{f"items_{k}": v for k, v in summary.get("by_status", {}).items()}})
@@ -171,9 +172,9 @@ def narration_batch():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish_manifests() -> dict:
         """Move manifests to processed/, incomplete/ or failed/ once the outputs are written."""
-        from operators import batch
+        from operators import batch_tasks
 
-        return batch.finish_manifests_for_run(get_current_context())
+        return batch_tasks.finish_manifests_for_run(get_current_context())
 
     @task(trigger_rule=TriggerRule.ONE_FAILED)
     def watch_failures():

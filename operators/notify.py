@@ -67,7 +67,7 @@ class FailedItemsWebhookNotifier(BaseNotifier):
     def build_payload(self, context) -> dict | None:
         """The webhook body for this run, or None when there is nothing to report."""
         from narration.layout import BatchLayout
-        from operators.batch import batch_id_from_context
+        from operators.batch_tasks import batch_id_from_context
         from operators.connections import storage
 
         ti = context.get("ti") or context.get("task_instance")

@@ -47,7 +47,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from narration.layout import BatchLayout
 from narration.plan import BatchOptions, plan_batch
 from narration.report import ItemReportRow
-from operators.batch import batch_id_from_context
+from operators.batch_tasks import batch_id_from_context
 from operators.connections import core_settings, storage
 from operators.notify import FailedItemsWebhookNotifier
 from tests.dag_runs import jsonl

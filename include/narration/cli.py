@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from narration.contract import emit_result, error_result
 from narration.errors import ConfigurationFault, InfrastructureFault
+from narration.languages import DEFAULT_LANGUAGE
 from narration.settings import Settings
 
 
@@ -69,7 +70,7 @@ def _add_voice_commands(sub) -> None:
     up.add_argument("--force", action="store_true", help="replace the voice if it already exists")
     up.add_argument("--transcript", default=None,
                     help="exactly what the reference says; without it ASR (the whisperx extra) transcribes it")
-    up.add_argument("--language", default="en")
+    up.add_argument("--language", default=DEFAULT_LANGUAGE)
     up.add_argument("--espeak-voice", default="en-us", help="espeak-ng voice used by the CPU synthesizer")
     vsub.add_parser("list", parents=[common], help="list the voices in the library as a table")
     show = vsub.add_parser("show", parents=[common], help="print one voice's metadata")

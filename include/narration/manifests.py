@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from narration.errors import ItemFault
+from narration.languages import SUPPORTED_LANGUAGES
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
 from narration.schema import ItemSpec, LineError
 from narration.settings import Settings
@@ -35,7 +36,6 @@ MARKUP = re.compile(
 # Trojan-source style bidirectional overrides: invisible, and they reorder what a reviewer reads.
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
-SUPPORTED_LANGUAGES = {"en", "en-us", "en-gb"}
 RAW_PREVIEW = 200
 MAX_METADATA_BYTES = 4096  # metadata travels in the plan and every chunk spec
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

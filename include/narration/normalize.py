@@ -12,6 +12,7 @@ import unicodedata
 
 from num2words import num2words
 
+from narration.languages import DATE_ORDER, DEFAULT_LOCALE
 from narration.schema import ScriptToken
 
 ABBREVIATIONS = {
@@ -77,10 +78,6 @@ _RE_EMAIL = re.compile(r"^([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+
 _EMAIL_SYMBOLS = {".": "dot", "_": "underscore", "-": "dash", "+": "plus", "%": "percent"}
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
-# Which number of a slashed date is the day: the US reads 3/4/2025 as March 4th, Britain as 3 April. A bare "en"
-# follows the US convention (the language default, en-us, of the aligners' models).
-DATE_ORDER = {"en": "mdy", "en-us": "mdy", "en-gb": "dmy"}
-DEFAULT_LOCALE = "en-us"
 _SCALE = {"k": "thousand", "m": "million", "bn": "billion", "million": "million", "billion": "billion"}
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from narration.align import DEFAULT_ALIGNER, FALLBACK_ALIGNER
 from narration.encodings import check_encodings
+from narration.languages import DEFAULT_LANGUAGE
 from narration.subtitles.formats import SUBTITLE_FORMATS, check_formats
 from narration.subtitles.profile import DEFAULT_PROFILE
 from narration.synth import DEFAULT_SYNTHESIZER
@@ -41,7 +42,7 @@ class ItemSpec(Model):
     item_id: str
     text: str
     voice: str
-    language: str = "en"
+    language: str = DEFAULT_LANGUAGE
     locale: str = Field("en-us", description="The full language tag (en, en-us, en-gb): reading conventions "
                         "such as the order of day and month in 3/4/2025.")
     speed: float = 1.0
@@ -202,7 +203,7 @@ class TimingRecord(Model):
     attempted: list[str] = Field(default_factory=list, description="Every timing backend tried, in order.")
     fallback_reason: str | None = None
     resolution_ms: int | None = None
-    language: str = "en"
+    language: str = DEFAULT_LANGUAGE
     model: str | None = None
     words: list[WordTiming] = Field(default_factory=list)
     compute_s: float = 0.0

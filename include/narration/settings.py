@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from narration.align import DEFAULT_ALIGNER
+from narration.languages import DEFAULT_LANGUAGE
 from narration.synth import DEFAULT_SYNTHESIZER
 
 
@@ -40,7 +41,7 @@ class Settings(BaseSettings):
     max_items_per_batch: int = Field(5000, ge=1)
     max_manifest_bytes: int = Field(20 * 1024 * 1024, ge=1)
     default_voice: str = "narrator"
-    default_language: str = "en"
+    default_language: str = DEFAULT_LANGUAGE
 
     # Work planning
     chunk_size: int = Field(16, ge=1, le=1000, description="Items per chunk (one model load each); a run's "

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from narration import audio as audio_io
 from narration.errors import ItemFault
+from narration.languages import DEFAULT_LANGUAGE
 from narration.layout import VOICES, voice_meta_key, voice_reference_key
 from narration.manifests import ID_PATTERN
 from narration.settings import Settings
@@ -33,7 +34,7 @@ class VoiceError(ItemFault, ValueError):
 
 class VoiceInfo(BaseModel):
     voice_id: str
-    language: str = "en"
+    language: str = DEFAULT_LANGUAGE
     transcript: str
     sample_rate: int
     duration_s: float

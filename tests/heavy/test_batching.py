@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from narration.align import AlignmentError
+from narration.align.base import AlignmentError
 from narration.align.whisperx import WhisperXAligner, _Emissions, emission_frames
 from narration.audio import resample
 from narration.layout import BatchLayout

@@ -61,7 +61,7 @@ def test_an_endpoint_that_does_not_answer_fails_within_the_preflight_window(stor
 
 
 def test_the_airflow_side_names_params_and_the_connection_as_sources():
-    from operators.batch import setting_sources
+    from operators.batch_tasks import setting_sources
 
     chosen = setting_sources({"synthesizer": "f5tts", "timing_method": "whisperx"}, environ={})
     assert (chosen["synthesizer"], chosen["aligner"]) == (Source("synthesizer", "Param"),

@@ -1,5 +1,5 @@
-"""Airflow-side glue for the narration DAG: run context -> batch id and options, configuration checks, planning,
-fallback planning, summaries.
+"""The bodies of the narration DAG's Python tasks: run context -> batch id and options, configuration checks,
+planning, fallback planning, Google alignment, rendering, the report and the manifests' last move.
 
 Kept out of the DAG file so the DAG reads like the pipeline; everything here delegates to the core library. Heavy
 modules (boto3 through narration.storage, pandas, numpy) are imported inside the functions, so importing this
