@@ -69,7 +69,7 @@ def _allocated(cuda: bool) -> float | None:
 
 def run(device: str, items: int, nfe_steps: list[int], batches: list[int], budget_s: float,
         alignment_batches: list[int]) -> None:
-    from bench.models import device_description, use_soundfile_for_wav_if_torchaudio_cannot_read
+    from bench.torch_host import device_description, use_soundfile_for_wav_if_torchaudio_cannot_read
     from narration.align.whisperx import WhisperXAligner, WhisperXSettings
     from narration.audio import to_wav_bytes
     from narration.devices import is_cuda

@@ -14,21 +14,28 @@ import json
 import os
 from pathlib import Path
 
-# charactr/vocos-mel-24khz's config.yaml (the vocoder F5-TTS ships with).
-VOCOS_MEL_24KHZ = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "same"},
-    },
-}
+
+def vocos_mel_24khz(dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8) -> dict:
+    """charactr/vocos-mel-24khz's config.yaml (the vocoder F5-TTS ships with); smaller widths give a test vocoder
+    of the same architecture and mel front end."""
+    return {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": intermediate_dim,
+                          "num_layers": num_layers},
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+        },
+    }
+
+
+VOCOS_MEL_24KHZ = vocos_mel_24khz()
 # facebook/wav2vec2-base-960h's character vocabulary (whisperx's English default is its torchaudio twin).
 WAV2VEC2_BASE_960H_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 GATE_NOTE = ("gate ASR at real size (faster-whisper small.en) not built: a CTranslate2 model is converted from a "

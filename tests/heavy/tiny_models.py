@@ -11,24 +11,13 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.random_models import vocos_mel_24khz
+
 # A small F5-TTS DiT: dim divisible by 16 (rotary/conv constraints); the real v1 Base is dim 1024, depth 22.
 TINY_F5_CONFIG = {"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2, "text_dim": 32, "conv_layers": 1}
 # Character vocabulary in F5's vocab.txt shape: one symbol per line, space first (index 0 = unknown).
 TINY_F5_VOCAB = [" ", *string.ascii_lowercase, *string.ascii_uppercase, *".,;:!?'-\""]
-TINY_VOCOS_CONFIG = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256, "padding": "same"},
-    },
-}
+TINY_VOCOS_CONFIG = vocos_mel_24khz(dim=32, intermediate_dim=64, num_layers=1)
 
 
 def untrained_but_live(model) -> None:
