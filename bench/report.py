@@ -18,6 +18,7 @@ def build_batch(storage, settings, items: int) -> str:
     from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
     from narration.plan import BatchOptions, plan_batch
     from narration.render import render_chunk
+    from narration.subtitles.formats import SUBTITLE_FORMATS
 
     batch = f"report-bench-{items}"
     manifest = "\n".join(json.dumps({"id": f"i{n:04d}", "text": "The council approved a budget of $4.5 million "
@@ -28,7 +29,7 @@ def build_batch(storage, settings, items: int) -> str:
     first = load_chunk(storage, plan.chunks[0].key)
     synthesize_chunk(storage, settings, first)
     align_chunk(storage, settings, first)
-    render_chunk(storage, settings, first.model_copy(update={"formats": ["srt", "vtt", "ass", "json", "csv"]}))
+    render_chunk(storage, settings, first.model_copy(update={"formats": list(SUBTITLE_FORMATS)}))
     layout = BatchLayout(batch)
     source = layout.item_prefix("i0000")
     row = storage.get_json(layout.result("i0000"))

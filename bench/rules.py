@@ -13,7 +13,7 @@ from itertools import pairwise
 import pysubs2
 
 from narration.schema import Cue
-from narration.subtitles.profile import SubtitleProfile, get_profile, rule_violations
+from narration.subtitles.profile import DEFAULT_PROFILE, SubtitleProfile, get_profile, rule_violations
 from narration.subtitles.segment import is_forbidden_break
 
 # Names shared with Cue.violations where segment.py records the same rule.
@@ -37,7 +37,7 @@ def cue_violations(cues: Sequence[Cue], profile: SubtitleProfile | str | None = 
     gaps are counted in the frames a player at the profile's frame rate shows (profile.rule_violations).
     """
     if profile is None or isinstance(profile, str):
-        profile = get_profile(profile or "netflix-adult")
+        profile = get_profile(profile or DEFAULT_PROFILE)
     result: list[list[str]] = []
     for k, cue in enumerate(cues):
         lines = [line.strip() for line in cue.lines if line.strip()]

@@ -22,14 +22,14 @@ from bench.rules import RULES, RuleTally, cue_violations, cues_from_srt, cues_fr
 from narration.normalize import normalize_script
 from narration.schema import Cue, WordTiming
 from narration.subtitles import segment_cues, to_ass, to_srt, to_ttml, to_vtt
-from narration.subtitles.profile import get_profile
+from narration.subtitles.profile import DEFAULT_PROFILE, get_profile
 from narration.subtitles.segment import _evaluate, effective_spans
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_MANIFEST = REPO_ROOT / "samples" / "evening-bulletin.jsonl"
 DEMO_VOICE = "narrator"  # the one voice `make demo` seeds; lines naming another are quarantined there
 DEMO_ESPEAK_VOICE = "en-us"
-PROFILE = "netflix-adult"
+PROFILE = DEFAULT_PROFILE
 WHISPERX_OPTIONS = {"max_line_width": 42, "max_line_count": 2, "highlight_words": False}
 # Silences put between TIMIT sentences read as one programme: below, between and above the pause thresholds
 # (ours 0.5 s / 1.5 s, stable-ts 0.5 s, whisperX 3 s).

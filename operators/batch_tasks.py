@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from narration.align import FALLBACK_ALIGNER
+
 if TYPE_CHECKING:
     from narration.plan import BatchOptions, BatchPlan
     from narration.preflight import Source
@@ -54,8 +56,8 @@ def options_from_params(params: dict, settings: Settings, fallback_unavailable: 
         language=params.get("language") or None,
         chunk_size=int(params.get("chunk_size") or settings.chunk_size),
         synthesizer=settings.synthesizer if synthesizer == AUTO else synthesizer,
-        aligner=settings.aligner if timing in (AUTO, "google") else timing,
-        timing_method="google" if timing == "google" else "primary",
+        aligner=settings.aligner if timing in (AUTO, FALLBACK_ALIGNER) else timing,
+        timing_method=FALLBACK_ALIGNER if timing == FALLBACK_ALIGNER else "primary",
         force_fallback=list(params.get("force_fallback") or []),
         fallback_unavailable=fallback_unavailable,
         subtitle_fps=params.get("subtitle_fps") or None,
@@ -79,7 +81,7 @@ def setting_sources(params: dict, environ: dict[str, str] | None = None) -> dict
     timing = params.get("timing_method") or AUTO
     if (params.get("synthesizer") or AUTO) != AUTO:
         sources["synthesizer"] = Source("synthesizer", "Param")
-    if timing not in (AUTO, "google"):
+    if timing not in (AUTO, FALLBACK_ALIGNER):
         sources["aligner"] = Source("timing_method", "Param")
     sources["timing_method"] = Source("timing_method", "Param")
     if "NARRATION_S3_ENDPOINT_URL" not in environ:

@@ -23,7 +23,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from narration import audio as audio_io
-from narration.align import get_aligner_class
+from narration.align import FALLBACK_ALIGNER, get_aligner_class
 from narration.align.base import AlignmentError, quality_problem
 from narration.dev.faults import FaultPlan
 from narration.errors import InfrastructureFault
@@ -40,7 +40,7 @@ from narration.schema import (
 )
 from narration.settings import Settings
 from narration.storage import Prefetch, Storage, WriteBehind
-from narration.synth import get_synthesizer_class
+from narration.synth import SYNTHESIZERS, get_synthesizer_class
 from narration.synth.base import SynthesisRequest
 from narration.voices import materialise_voice
 
@@ -57,16 +57,15 @@ def cache_key(*parts: object) -> str:
 # Where each backend reads its own parameters from (its settings class's environment prefix). The intelligibility
 # gate decides which take a synthesizer keeps and the quality checks fill the record, so their settings are part
 # of every synthesis key.
-BACKEND_ENV_PREFIXES = {"f5tts": ("NARRATION_F5TTS_", "NARRATION_GATE_", "NARRATION_QUALITY_"),
-                        "espeak": ("NARRATION_ESPEAK_", "NARRATION_GATE_", "NARRATION_QUALITY_"),
-                        "piper": ("NARRATION_PIPER_", "NARRATION_GATE_", "NARRATION_QUALITY_")}
+# Every synthesizer's output also depends on the intelligibility gate and the quality checks that may re-sample it.
+SYNTHESIS_ENV_PREFIXES = ("NARRATION_GATE_", "NARRATION_QUALITY_")
 
 
 def backend_params(backend: str, settings: Settings, environ: dict[str, str] | None = None) -> dict:
     """The configuration a backend's output depends on: its ``NARRATION_<BACKEND>_*`` environment and the model
     cache root; part of every cache key, so changing a model or a sampling parameter redoes the work."""
     environ = os.environ if environ is None else environ
-    prefixes = BACKEND_ENV_PREFIXES.get(backend, (f"NARRATION_{backend.upper()}_",))
+    prefixes = (f"NARRATION_{backend.upper()}_", *(SYNTHESIS_ENV_PREFIXES if backend in SYNTHESIZERS else ()))
     params = {k: v for k, v in sorted(environ.items()) if k.startswith(prefixes)}
     params["model_dir"] = settings.model_dir
     return params
@@ -377,8 +376,8 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
         if synthesis is None or synthesis.status != ItemStatus.SYNTHESIZED:
             reason = synthesis.error if synthesis else unusable
             return Settled(ItemResult(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, error=reason))
-        if primary and (chunk.timing_method == "google" or item.item_id in chunk.force_fallback):
-            why = ("timing_method=google requested" if chunk.timing_method == "google"
+        if primary and (chunk.timing_method == FALLBACK_ALIGNER or item.item_id in chunk.force_fallback):
+            why = (f"timing_method={FALLBACK_ALIGNER} requested" if chunk.timing_method == FALLBACK_ALIGNER
                    else "routed to fallback by force_fallback")
             record = TimingRecord(item_id=item.item_id, status=ItemStatus.NEEDS_FALLBACK, method="none",
                                   attempted=[], fallback_reason=why, language=item.language, words=[])

@@ -67,7 +67,7 @@ def check_backends(options: BatchOptions, sources: Mapping[str, Source]) -> None
 
 
 def check_google(options: BatchOptions, google_configured: bool, sources: Mapping[str, Source]) -> None:
-    if options.timing_method == "google" and not google_configured:
+    if options.timing_method == FALLBACK_ALIGNER and not google_configured:
         raise ConfigurationError(
             sources["timing_method"], f"'google' times every item with Google Speech-to-Text, which is not "
             f"configured (set {GOOGLE_SETTINGS})",

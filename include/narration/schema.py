@@ -60,7 +60,8 @@ class RunChoices(BaseModel):
 
     synthesizer: str = DEFAULT_SYNTHESIZER
     aligner: str = Field(DEFAULT_ALIGNER, description="The primary aligner.")
-    timing_method: str = Field("primary", pattern="^(primary|google)$", description="primary | google")
+    timing_method: str = Field("primary", pattern=f"^(primary|{FALLBACK_ALIGNER})$",
+                               description=f"primary | {FALLBACK_ALIGNER} (every item timed by the fallback aligner)")
     force_fallback: list[str] = Field(default_factory=list, description="Item ids routed to fallback timing.")
     fallback_aligner: str = Field(FALLBACK_ALIGNER, description="Times the items the primary could not.")
     fallback_unavailable: str | None = Field(None, description="Why the fallback cannot run in this batch (it is "

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from narration.align import DEFAULT_ALIGNER
+from narration.align import DEFAULT_ALIGNER, LOW_CONFIDENCE_SCORES
 from narration.languages import DEFAULT_LANGUAGE
 from narration.synth import DEFAULT_SYNTHESIZER
 
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_untimed_ratio: float = Field(0.2, ge=0, le=1)
     min_mean_score: float = Field(0.0, description="Backend-specific mean word score floor.")
     low_confidence_scores: dict[str, float] = Field(
-        default_factory=lambda: {"pocketsphinx": 0.1, "whisperx": 0.5, "google": 0.5},
+        default_factory=lambda: dict(LOW_CONFIDENCE_SCORES),
         description="Per aligner: words scored below this are counted as low confidence (scores are backend-specific).",
     )
 

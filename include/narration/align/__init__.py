@@ -17,6 +17,8 @@ ALIGNERS: dict[str, str] = {
 }
 DEFAULT_ALIGNER = "pocketsphinx"  # NARRATION_ALIGNER's default: CPU only, no model download
 FALLBACK_ALIGNER = "google"  # times the items the primary aligner could not
+# Words scored below these count as low confidence in the report (each backend scores on its own scale).
+LOW_CONFIDENCE_SCORES: dict[str, float] = {"pocketsphinx": 0.1, "whisperx": 0.5, "google": 0.5}
 
 
 class UnknownAlignerError(ConfigurationFault, ValueError):
