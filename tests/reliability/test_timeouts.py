@@ -43,13 +43,13 @@ def test_a_hung_worker_is_killed_at_its_time_budget_and_its_items_are_reported(t
     assert run.log.count("AirflowTaskTimeout") >= 3 and "hanging in the synthesize backend call" in run.log
     assert run.state == "failed"  # watch_failures marks the run, after the report was written
 
-    # No worker process outlived its task.
-    leftover = subprocess.run(["pgrep", "-f", "narration synthesize --chunk batches/"], capture_output=True,
-                              text=True).stdout.split()
+    # No worker process of this batch outlived its task (other batches on the machine are not this test's).
+    batch_id = BatchLayout(run.xcoms[("synthesize", 0)]["batch_id"]).batch_id
+    leftover = subprocess.run(["pgrep", "-f", f"narration synthesize --chunk {BatchLayout(batch_id).root}chunks/"],
+                              capture_output=True, text=True).stdout.split()
     assert leftover == [], leftover
 
     # Every line is accounted for: the finished items are done, the hung chunk's items say they did not complete.
-    batch_id = BatchLayout(run.xcoms[("synthesize", 0)]["batch_id"]).batch_id
     rows = {r["item_id"]: r for r in csv.DictReader(io.StringIO(storage.get_text(BatchLayout(batch_id).report_csv)))}
     assert sorted(rows) == ["h1", "h2", "h3", "h4"]
     assert rows["h1"]["status"] == rows["h2"]["status"] == "done"
