@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from narration.align import DEFAULT_ALIGNER, FALLBACK_ALIGNER
-from narration.encodings import check_encodings
+from narration.encodings import DELIVERY_ENCODINGS, check_encodings
 from narration.languages import DEFAULT_LANGUAGE
 from narration.subtitles.formats import SUBTITLE_FORMATS, check_formats
-from narration.subtitles.profile import DEFAULT_PROFILE
+from narration.subtitles.profile import DEFAULT_PROFILE, FRAME_RATES
 from narration.synth import DEFAULT_SYNTHESIZER
 
 
@@ -68,13 +68,14 @@ class RunChoices(BaseModel):
                                              "not configured); named in the items it leaves untimed.")
     formats: list[str] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
     subtitle_profile: str = DEFAULT_PROFILE
-    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to (23.976, 24, 25, 29.97, "
-                                       "30); None keeps the profile's.")
+    subtitle_fps: float | None = Field(None, description="Frame rate the cues snap to ("
+                                       f"{', '.join(f'{rate:g}' for rate in FRAME_RATES)}); None keeps the profile's.")
     vtt_word_timestamps: bool = False
     loudness_target_lufs: float | None = Field(None, ge=-60, le=-5, description="None: the configured target "
                                                "(NARRATION_LOUDNESS_TARGET_LUFS).")
     true_peak_ceiling_dbtp: float | None = Field(None, ge=-20, le=0)
-    audio_encodings: list[str] | None = Field(None, description="mp3, opus, m4a; None: the configured ones.")
+    audio_encodings: list[str] | None = Field(None, description=f"{', '.join(DELIVERY_ENCODINGS)}; None: the "
+                                              "configured ones.")
 
     @field_validator("formats")
     @classmethod
