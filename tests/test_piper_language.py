@@ -22,6 +22,7 @@ from narration.synth.base import Voice
 from narration.synth.piper import NOT_CLONING, PiperSettings, PiperSynthesizer, model_files
 from narration.voices import upload_voice
 from tests.dag_runs import jsonl
+from tests.quality_models import loaded_checks
 
 pytest.importorskip("piper", reason="the piper extra")
 pytest.importorskip("faster_whisper", reason="the language-id extra")
@@ -39,10 +40,7 @@ def piper() -> PiperSynthesizer:
 
 @pytest.fixture(scope="module")
 def language_checks() -> QualityChecks:
-    checks = QualityChecks(Settings(), QualitySettings(language_id=True, voice_similarity=False))
-    checks.load()
-    assert checks.language is not None, checks.unavailable
-    return checks
+    return loaded_checks(language_id=True)
 
 
 def test_piper_speaks_22050_hz_with_one_exact_timing_per_token_and_says_it_is_not_cloning(piper):

@@ -14,6 +14,7 @@ from narration.quality import QualityChecks, QualitySettings
 from narration.settings import Settings
 from narration.synth.base import Voice
 from narration.synth.piper import PiperSynthesizer
+from tests.quality_models import loaded_checks
 
 pytestmark = pytest.mark.heavy
 pytest.importorskip("resemblyzer", reason="the similarity extra")
@@ -23,10 +24,7 @@ TIMIT = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "
 
 @pytest.fixture(scope="module")
 def checks() -> QualityChecks:
-    checks = QualityChecks(Settings(), QualitySettings(language_id=False, voice_similarity=True))
-    checks.load()
-    assert checks.speaker is not None, checks.unavailable
-    return checks
+    return loaded_checks(voice_similarity=True)
 
 
 @pytest.fixture(scope="module")
