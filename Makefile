@@ -73,11 +73,12 @@ bad-input-table: venv
 
 bench: bench-core bench-heavy
 
-bench-core: venv
+bench-core: venv system-packages
 	$(PY) -m bench.alignment
 	$(PY) -m bench.orchestration
 	$(PY) -m bench.report
 	$(PY) -m bench.overlap
+	$(PY) -m bench.longform
 
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test stages use: ffmpeg + a font (ffmpeg/libass parse and render the subtitle files),
 # chromium (the UI screenshot), postgresql (metadata DB) and redis-server (Celery broker) for the distributed stage
-# and the orchestration benchmark. Installs only what is missing, and only as root; otherwise says what to install.
-set -euo pipefail
+# and the orchestration benchmark, and bible-kjv (a public-domain text) for the long-form benchmark. Installs only
+# what is missing, and only as root; otherwise says what to install.
 
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
@@ -10,6 +10,7 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v chromium >/dev/null || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v bible >/dev/null || missing+=(bible-kjv)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

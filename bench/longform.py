@@ -1,0 +1,252 @@
+"""Long-form benchmark: one public-domain text narrated as one item on the embedded default, at three lengths.
+
+The text is the King James Version of Genesis, from Debian's ``bible-kjv`` package (public domain; its chapters
+become the programme's chapters). For each length (default 1,000, 3,000 and 10,000 words) the benchmark plans a
+one-item batch on a local S3 server and runs the three worker steps as the worker command line, one process each,
+as a local runner does. It prints:
+
+- wall time per step and in all, seconds per 1,000 words, and the growth against the shortest text;
+- each step's peak resident memory (the worker process's maximum RSS);
+- word-onset error of the aligned track against espeak-ng's exact onsets, for the first, middle and last 500
+  words (no drift: the last 500 no worse than the first);
+- the share of cues that break the subtitle profile, judged by ``bench.rules`` (the subtitle benchmark's checker).
+
+Run ``python -m bench.longform [--words 1000,3000,10000]`` from the repo root (PYTHONPATH=include:.).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BOOK = "Genesis"
+BIBLE_VERSES = f"{BOOK}1:1-50:26"
+WINDOW_WORDS = 500
+VOICE_TEXT = "This is the narrator's reference voice, recorded for the evening bulletin."
+
+
+@dataclass
+class Chapter:
+    title: str
+    verses: list[str] = field(default_factory=list)
+
+
+def kjv_chapters(bible: str | None = None) -> list[Chapter]:
+    """Genesis as chapters of verse texts, read with Debian's ``bible`` reader (verse numbers dropped)."""
+    exe = bible or shutil.which("bible")
+    if not exe:
+        raise SystemExit("bench.longform needs Debian's bible-kjv package (make system-packages installs it)")
+    out = subprocess.run([exe, "-l1000", BIBLE_VERSES], check=True, capture_output=True, text=True).stdout
+    chapters: list[Chapter] = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if re.fullmatch(rf"{BOOK} \d+", line.strip()):
+            chapters.append(Chapter(line.strip()))
+        elif (verse := re.match(r"\s*\d+ (.*)", line)) and chapters:
+            chapters[-1].verses.append(verse.group(1).strip())
+        elif chapters and chapters[-1].verses:
+            chapters[-1].verses[-1] += " " + line.strip()
+    return chapters
+
+
+def programme_text(chapters: list[Chapter], words: int) -> tuple[str, int]:
+    """The first ``words`` words (whole verses) as one long-form text: a heading line per chapter and its verses as
+    one paragraph, blank lines between; returns the text and its word count."""
+    blocks, count = [], 0
+    for chapter in chapters:
+        taken = []
+        for verse in chapter.verses:
+            if count >= words:
+                break
+            taken.append(verse)
+            count += len(verse.split())
+        if not taken:
+            break
+        blocks.append(f"# {chapter.title}\n\n{' '.join(taken)}")
+        count += len(chapter.title.split())
+    return "\n\n".join(blocks), count
+
+
+def run_step(args: list[str], env: dict[str, str]) -> dict:
+    """Run one worker step as its own process; its wall time, peak RSS and parsed result line."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "narration", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    result = json.loads(lines[-1]) if lines else {}
+    if proc.returncode != 0:
+        raise RuntimeError(f"narration {' '.join(args)} exited {proc.returncode}: {result}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "result": result}
+
+
+def onset_errors(reference, timed, first: int, count: int) -> dict:
+    """Mean / median / p95 absolute onset error (ms) over word indexes first..first+count, untimed counted apart."""
+    truth = {w["index"]: w["start_ms"] for w in reference if w.get("start_ms") is not None}
+    errors, untimed = [], 0
+    for word in timed:
+        if not first <= word["index"] < first + count or word["index"] not in truth:
+            continue
+        if word.get("start_ms") is None:
+            untimed += 1
+        else:
+            errors.append(abs(word["start_ms"] - truth[word["index"]]))
+    e = np.asarray(errors, dtype=float)
+    if not len(e):
+        return {"words": 0, "untimed": untimed}
+    return {"words": len(e), "untimed": untimed, "mean_ms": round(float(e.mean()), 1),
+            "median_ms": round(float(np.median(e)), 1), "p95_ms": round(float(np.percentile(e, 95)), 1)}
+
+
+def narrate(storage, settings, env: dict[str, str], text: str, words: int) -> dict:
+    """Plan a one-item batch with ``text`` and run synthesize, align and render; the step figures and outputs."""
+    from narration.layout import INCOMING, BatchLayout
+    from narration.plan import BatchOptions, plan_batch
+
+    batch_id = f"longform-{words}"
+    key = f"{INCOMING}{batch_id}.jsonl"
+    storage.put_bytes(key, (json.dumps({"id": "programme", "text": text, "voice": "narrator"}) + "\n").encode())
+    plan = plan_batch(storage, settings, batch_id, [key], BatchOptions(formats=["srt", "vtt", "json"]),
+                      voices={"narrator"})
+    if plan.quarantined or len(plan.chunks) != 1:
+        raise RuntimeError(f"planning did not make one item in one chunk: {plan.model_dump_json()[:2000]}")
+    chunk_key = plan.chunks[0].key
+    steps = {}
+    for step in ("synthesize", "align", "render"):
+        steps[step] = run_step([step, "--chunk", chunk_key], env)
+        print(f"  {words} words: {step} {steps[step]['wall_s']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB",
+              flush=True)
+    layout = BatchLayout(batch_id)
+    synthesis = storage.get_json(layout.synthesis("programme"))
+    timing = storage.get_json(layout.timing("programme", settings.aligner))
+    words_doc = storage.get_json(layout.subtitle("programme", "json"))
+    return {"steps": steps, "synthesis": synthesis, "timing": timing, "words_doc": words_doc}
+
+
+def figures(words: int, run: dict) -> dict:
+    from bench.rules import cue_violations
+    from narration.schema import Cue
+
+    reference = run["synthesis"].get("reference_words") or []
+    timed = run["timing"]["words"]
+    total = len(timed)
+    windows = {"first": 0, "middle": max(0, total // 2 - WINDOW_WORDS // 2), "last": max(0, total - WINDOW_WORDS)}
+    cues = [Cue.model_validate(c) for c in run["words_doc"]["cues"]]
+    judged = cue_violations(cues)
+    broken = sum(1 for rules in judged if rules)
+    by_rule = Counter(rule for rules in judged for rule in rules)
+    return {
+        "words": words,
+        "tokens": total,
+        "audio_min": round((run["synthesis"].get("audio_seconds") or 0) / 60, 1),
+        "segments": len(run["synthesis"].get("segments") or []),
+        "chapters": len(run["words_doc"].get("chapters") or []),
+        "wall_s": {step: round(s["wall_s"], 1) for step, s in run["steps"].items()},
+        "total_s": round(sum(s["wall_s"] for s in run["steps"].values()), 1),
+        "peak_rss_mb": {step: round(s["peak_rss_mb"]) for step, s in run["steps"].items()},
+        "timing_method": run["timing"]["method"],
+        "timing_status": run["timing"]["status"],
+        "onset": {name: onset_errors(reference, timed, first, WINDOW_WORDS) for name, first in windows.items()},
+        "cues": len(cues),
+        "cues_breaking_profile": broken,
+        "cue_break_share": round(broken / len(cues), 3) if cues else None,
+        "cue_rules_broken": dict(by_rule.most_common()),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    base = rows[0]
+    print(f"\nLong-form narration, KJV {BOOK}, one item, espeak + pocketsphinx on the embedded default "
+          f"(local S3, worker processes; host: {os.uname().nodename}, {os.cpu_count()} CPUs)")
+    print(f"{'words':>6} {'audio':>7} {'segs':>5} {'synth s':>8} {'align s':>8} {'render s':>8} {'total s':>8} "
+          f"{'s/1k w':>7} {'growth':>7} {'marginal':>9} {'RSS MB s/a/r':>15}")
+    previous = None
+    for row in rows:
+        per_k = row["total_s"] / row["words"] * 1000
+        growth = (row["total_s"] / base["total_s"]) / (row["words"] / base["words"])
+        marginal = (f"{(row['total_s'] - previous['total_s']) / (row['words'] - previous['words']) * 1000:>9.1f}"
+                    if previous else f"{'-':>9}")
+        previous = row
+        rss = "/".join(str(row["peak_rss_mb"][s]) for s in ("synthesize", "align", "render"))
+        print(f"{row['words']:>6} {row['audio_min']:>5.1f}mn {row['segments']:>5} {row['wall_s']['synthesize']:>8.1f} "
+              f"{row['wall_s']['align']:>8.1f} {row['wall_s']['render']:>8.1f} {row['total_s']:>8.1f} "
+              f"{per_k:>7.1f} {growth:>6.2f}x {marginal} {rss:>15}")
+    print("growth = (time ratio) / (word ratio) against the shortest text (1.00x: proportional); marginal = s per "
+          "1,000 words added since the previous length (constant: linear; the start-up cost drops out)")
+    print(f"\nword-onset error against espeak's exact onsets, {WINDOW_WORDS}-word windows (mean / median / p95 ms, "
+          "untimed)")
+    for row in rows:
+        cells = []
+        for name in ("first", "middle", "last"):
+            o = row["onset"][name]
+            cells.append(f"{name} {o.get('mean_ms', '-')}/{o.get('median_ms', '-')}/{o.get('p95_ms', '-')} "
+                         f"({o['untimed']} untimed)")
+        print(f"{row['words']:>6}: {'; '.join(cells)}   [{row['timing_method']}, {row['timing_status']}]")
+    print("\ncues breaking the subtitle profile (bench.rules)")
+    for row in rows:
+        print(f"{row['words']:>6}: {row['cues_breaking_profile']} of {row['cues']} cues "
+              f"({100 * (row['cue_break_share'] or 0):.1f} %), chapters {row['chapters']}; by rule: "
+              + ", ".join(f"{rule} {n}" for rule, n in row["cue_rules_broken"].items()))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--words", default="1000,3000,10000", help="comma-separated text lengths")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    lengths = sorted(int(w) for w in args.words.split(","))
+
+    from narration.audio import to_wav_bytes
+    from narration.dev.local_s3 import LocalS3Server
+    from narration.normalize import normalize_script
+    from narration.settings import Settings
+    from narration.storage import Storage
+    from narration.synth.base import Voice
+    from narration.synth.espeak import EspeakSynthesizer
+    from narration.voices import upload_voice
+
+    chapters = kjv_chapters()
+    rows = []
+    with LocalS3Server() as server, tempfile.TemporaryDirectory(prefix="narration-longform-") as work:
+        server.apply_env("bench-longform")
+        os.environ.update({"NARRATION_SYNTHESIZER": "espeak", "NARRATION_ALIGNER": "pocketsphinx",
+                           "NARRATION_MODEL_DIR": os.environ.get("NARRATION_MODEL_DIR", work)})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(["include", os.environ.get("PYTHONPATH", "")])}
+        settings = Settings()
+        storage = Storage.from_settings(settings)
+        storage.ensure_bucket()
+        speaker = EspeakSynthesizer(settings)
+        speaker.load()
+        speech = speaker.synthesize(normalize_script(VOICE_TEXT), Voice("narrator", "en", VOICE_TEXT))
+        upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), VOICE_TEXT, replace=True)
+        for words in lengths:
+            text, count = programme_text(chapters, words)
+            print(f"narrating {count} words ({len(text)} characters) as one item ...", flush=True)
+            rows.append(figures(count, narrate(storage, settings, env, text, words)))
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"(benchmark driver's own peak RSS: {peak_self:.0f} MB)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
