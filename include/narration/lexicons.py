@@ -134,7 +134,7 @@ def to_ipa(text: str, alphabet: str) -> tuple[str | None, str | None]:
 
 
 def _entry(lexicon: Lexicon, line: int, grapheme: str | None, alias: str | None, phoneme: str | None,
-           alphabet: str) -> LexiconEntry:
+           alphabet: str, reading_line: int | None = None) -> LexiconEntry:
     """One checked entry: a single-word grapheme and exactly one reading (the phoneme converted to IPA)."""
     grapheme = (grapheme or "").strip()
     if not grapheme:
@@ -150,11 +150,11 @@ def _entry(lexicon: Lexicon, line: int, grapheme: str | None, alias: str | None,
             raise LexiconError(lexicon.source, line, grapheme, "the alias has no speakable word")
         return LexiconEntry(grapheme, alias, None, line)
     if alphabet not in ALPHABETS:
-        raise LexiconError(lexicon.source, line, grapheme,
+        raise LexiconError(lexicon.source, reading_line or line, grapheme,
                            f"unknown alphabet {alphabet!r}; use one of {', '.join(ALPHABETS)}")
     ipa, problem = to_ipa(phoneme, alphabet)
     if problem:
-        raise LexiconError(lexicon.source, line, grapheme, f"phoneme {phoneme.strip()!r}: {problem}")
+        raise LexiconError(lexicon.source, reading_line or line, grapheme, f"phoneme {phoneme.strip()!r}: {problem}")
     return LexiconEntry(grapheme, None, ipa, line)
 
 
@@ -173,7 +173,8 @@ def parse_pls(name: str, data: bytes, source: str) -> Lexicon:
     except etree.XMLSyntaxError as exc:
         raise LexiconError(source, exc.lineno, None, f"not well-formed XML: {exc.msg}") from None
     if root.getroottree().docinfo.doctype:
-        raise LexiconError(source, 1, None, "a DOCTYPE is not allowed (entities are not expanded)")
+        line = data[: max(data.find(b"<!DOCTYPE"), 0)].count(b"\n") + 1
+        raise LexiconError(source, line, None, "a DOCTYPE is not allowed (entities are not expanded)")
     if root.tag != f"{{{PLS_NAMESPACE}}}lexicon":
         raise LexiconError(source, root.sourceline, None, f"the root element is {root.tag!r}, expected <lexicon> in "
                            f"the PLS namespace {PLS_NAMESPACE}")
@@ -200,18 +201,18 @@ def parse_pls(name: str, data: bytes, source: str) -> Lexicon:
                 continue
             local = etree.QName(child).localname if child.tag.startswith(f"{{{PLS_NAMESPACE}}}") else None
             if local == "grapheme":
-                graphemes.append(_text(child))
+                graphemes.append((_text(child), child.sourceline))
             elif local in ("alias", "phoneme"):
-                reading = reading or (local, _text(child), child.get("alphabet") or alphabet)
+                reading = reading or (local, _text(child), child.get("alphabet") or alphabet, child.sourceline)
             elif local != "example":
-                raise LexiconError(source, child.sourceline, graphemes[0].strip() if graphemes else None,
+                raise LexiconError(source, child.sourceline, graphemes[0][0].strip() if graphemes else None,
                                    f"unexpected element {child.tag!r} in <lexeme>")
         if not graphemes:
             raise LexiconError(source, lexeme.sourceline, None, "<lexeme> has no <grapheme>")
-        kind, value, entry_alphabet = reading or (None, None, alphabet)
-        for grapheme in graphemes:
-            lexicon.add(_entry(lexicon, lexeme.sourceline, grapheme, value if kind == "alias" else None,
-                               value if kind == "phoneme" else None, entry_alphabet))
+        kind, value, entry_alphabet, reading_line = reading or (None, None, alphabet, None)
+        for grapheme, line in graphemes:
+            lexicon.add(_entry(lexicon, line, grapheme, value if kind == "alias" else None,
+                               value if kind == "phoneme" else None, entry_alphabet, reading_line))
     return lexicon
 
 
