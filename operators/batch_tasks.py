@@ -85,6 +85,7 @@ def setting_sources(params: dict, environ: dict[str, str] | None = None) -> dict
     if timing not in (AUTO, FALLBACK_ALIGNER):
         sources["aligner"] = Source("timing_method", "Param")
     sources["timing_method"] = Source("timing_method", "Param")
+    sources["lexicons"] = Source("lexicons", "Param")
     if "NARRATION_S3_ENDPOINT_URL" not in environ:
         sources["endpoint"] = Source("endpoint_url", f"the extra of connection {AWS_CONN_ID}")
     sources["credentials"] = Source("login / password", f"connection {AWS_CONN_ID}")
