@@ -60,3 +60,5 @@ def test_a_malformed_lexicon_named_by_a_line_fails_planning_and_the_plan_says_wh
     assert plan["error"] == (f"{storage.uri('lexicons/names.pls')}:4: entry 'Nguyen': phoneme \"w'In\": symbol "
                              "\"'\" (U+0027) is not IPA; use ˈ (U+02C8) for primary stress")
     assert plan["items"] == []
+    batch_id = only_batch_id(storage)
+    assert list(storage.list_keys("failed/")) == [f"failed/{batch_id}/lex.jsonl"]
