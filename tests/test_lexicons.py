@@ -273,6 +273,12 @@ def test_the_lexicons_commands_upload_list_show_and_delete(storage, tmp_path, ca
     assert err.strip() == f"narration lexicons upload: error: {broken}:5: <lexeme> has no <grapheme>"
     assert list(storage.list_keys("lexicons/")) == ["lexicons/names.csv"]  # nothing stored
 
+    storage.put_bytes("lexicons/raw.pls", (CORPUS / "no-grapheme.pls").read_bytes())  # stored around the checks
+    code, out, _ = run("list")
+    assert code == 0 and out.strip().splitlines()[2].split()[:5] == ["raw", "pls", "-", "-", "0"]
+    assert out.strip().endswith(f"unusable: {storage.uri('lexicons/raw.pls')}:5: <lexeme> has no <grapheme>")
+    storage.delete("lexicons/raw.pls")
+
     code, out, _ = run("delete", "names")
     assert code == 0 and out.strip() == f"deleted lexicon names ({storage.uri('lexicons/names.csv')})"
     code, out, err = run("show", "names")

@@ -171,7 +171,7 @@ def _add_lexicon_commands(sub) -> None:
 def lexicons_table(listed) -> str:
     header = f"{'LEXICON':<20} {'FORMAT':<6} {'ALPHABET':<8} {'LANG':<6} {'ENTRIES':>7} {'ALIASES':>7} {'PHONEMES':>8}"
     rows = [f"{x.name:<20} {x.format:<6} {x.alphabet or '-':<8} {x.language or '-':<6} {x.entries:>7} "
-            f"{x.aliases:>7} {x.phonemes:>8}" for x in listed]
+            f"{x.aliases:>7} {x.phonemes:>8}" + (f"  unusable: {x.error}" if x.error else "") for x in listed]
     return "\n".join([header, *rows])
 
 

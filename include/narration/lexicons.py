@@ -93,6 +93,7 @@ class LexiconInfo(BaseModel):
     entries: int
     aliases: int
     phonemes: int
+    error: str | None = None  # why a stored lexicon cannot be used (stored without the upload's checks)
 
 
 def _describe(entry: LexiconEntry) -> str:
@@ -282,6 +283,7 @@ class LexiconLibrary:
         self.storage = storage
         self._keys: dict[str, str] | None = None
         self._loaded: dict[str, Lexicon] = {}
+        self._combined: dict[tuple[str, ...], dict[str, tuple[str, LexiconEntry]]] = {}
 
     @property
     def keys(self) -> dict[str, str]:
@@ -300,13 +302,21 @@ class LexiconLibrary:
             self._loaded[name] = parse_lexicon(name, self.storage.get_bytes(key), key, self.storage.uri(key))
         return self._loaded[name]
 
+    def _merged(self, names: tuple[str, ...]) -> dict[str, tuple[str, LexiconEntry]]:
+        """Casefolded grapheme -> (lexicon, entry) over ``names`` in order; kept per combination, since a batch's
+        lines share a few."""
+        if names not in self._combined:
+            merged: dict[str, tuple[str, LexiconEntry]] = {}
+            for name in names:
+                for key, entry in self.load(name).entries.items():
+                    merged[key] = (name, entry)
+            self._combined[names] = merged
+        return self._combined[names]
+
     def resolve(self, names: list[str], tokens: list[ScriptToken]) -> list[Pronunciation]:
         """The entries of ``names`` (in order: a later lexicon's entry wins) that match a word of ``tokens``,
         once each, in the order the words come."""
-        merged: dict[str, tuple[str, LexiconEntry]] = {}
-        for name in names:
-            for key, entry in self.load(name).entries.items():
-                merged[key] = (name, entry)
+        merged = self._merged(tuple(names))
         found: dict[str, Pronunciation] = {}
         for token in tokens:
             key = bare_word(token.original).casefold()
@@ -343,8 +353,16 @@ def upload_lexicon(storage: Storage, name: str, data: bytes, filename: str, *, r
 
 
 def list_lexicons(storage: Storage) -> list[LexiconInfo]:
+    """Every stored lexicon; one that does not read clean is listed with its error."""
     library = LexiconLibrary(storage)
-    return [info(library.load(name), key) for name, key in library.keys.items()]
+    listed = []
+    for name, key in library.keys.items():
+        try:
+            listed.append(info(library.load(name), key))
+        except LexiconError as exc:
+            listed.append(LexiconInfo(name=name, key=key, format=key.rsplit(".", 1)[-1], alphabet=None,
+                                      language=None, entries=0, aliases=0, phonemes=0, error=str(exc)))
+    return listed
 
 
 def get_lexicon(storage: Storage, name: str) -> tuple[Lexicon, str]:
