@@ -83,6 +83,9 @@ PARAMS = {
                                         "primary does."),
     "force_rerender": Param(False, type="boolean", title="Redo finished items", section="Advanced",
                             description="Ignore outputs a previous run already produced for the same inputs."),
+    "lexicons": Param(None, type=["null", "array"], items={"type": "string"}, title="Pronunciation lexicons",
+                      description="Lexicon names (lexicons/<name>.pls or .csv, one per line) for every line; a "
+                                  "line's own lexicons come after them and win."),
 }
 
 

@@ -66,6 +66,7 @@ def options_from_params(params: dict, settings: Settings, fallback_unavailable: 
         audio_encodings=params.get("audio_encodings"),
         vtt_word_timestamps=bool(params.get("vtt_word_timestamps")),
         force_rerender=bool(params.get("force_rerender")),
+        lexicons=list(params.get("lexicons") or []),
     )
 
 
@@ -84,6 +85,7 @@ def setting_sources(params: dict, environ: dict[str, str] | None = None) -> dict
     if timing not in (AUTO, FALLBACK_ALIGNER):
         sources["aligner"] = Source("timing_method", "Param")
     sources["timing_method"] = Source("timing_method", "Param")
+    sources["lexicons"] = Source("lexicons", "Param")
     if "NARRATION_S3_ENDPOINT_URL" not in environ:
         sources["endpoint"] = Source("endpoint_url", f"the extra of connection {AWS_CONN_ID}")
     sources["credentials"] = Source("login / password", f"connection {AWS_CONN_ID}")
@@ -110,6 +112,7 @@ def plan_batch(context, params: dict) -> list[dict]:
     """The plan_batch task: check the configuration, then claim manifests, validate every line, quarantine bad
     ones and write chunk specs; a retried or cleared run re-uses its plan with this try's options."""
     from narration import lifecycle
+    from narration.lexicons import LexiconError
     from narration.manifests import ManifestError
     from narration.plan import plan_batch as plan_in_s3
     from narration.voices import voice_ids
@@ -135,7 +138,7 @@ def plan_batch(context, params: dict) -> list[dict]:
         log.warning("left %s to batch %s, which holds it", key, owner)
     try:
         plan = plan_in_s3(s3, settings, batch_id, claim.claimed, options, voice_ids(s3))
-    except ManifestError as exc:  # bad input: retrying cannot help
+    except (ManifestError, LexiconError) as exc:  # bad input or a malformed lexicon: retrying cannot help
         raise AirflowFailException(str(exc)) from exc
     return [c.model_dump() for c in plan.chunks]
 
@@ -148,7 +151,8 @@ def refresh_plan(storage: Storage, plan: BatchPlan, options: BatchOptions) -> Ba
     from narration.pipeline import load_chunk
 
     layout = BatchLayout(plan.batch_id)
-    current = plan.options.model_copy(update=options.model_dump(exclude={"voice", "language", "chunk_size"}))
+    current = plan.options.model_copy(update=options.model_dump(exclude={"voice", "language", "chunk_size",
+                                                                          "lexicons"}))
     for ref in plan.chunks:
         spec = load_chunk(storage, ref.key)
         choices = current.chunk_choices()

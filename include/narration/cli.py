@@ -1,8 +1,8 @@
 """The worker command line, the one contract both runners use (a local process or a container).
 
 A step reads its chunk description from S3, writes per-item outputs to S3, logs progress on stderr and prints
-exactly one JSON result line on stdout, last. ``narration voices ...`` manages the voice library for people:
-text on stdout (``--json`` for the result line instead).
+exactly one JSON result line on stdout, last. ``narration voices ...`` and ``narration lexicons ...`` manage the
+voice and lexicon libraries for people: text on stdout (``--json`` for the result line instead).
 """
 
 from __future__ import annotations
@@ -149,6 +149,86 @@ def _run_voices(args, settings: Settings) -> int:
     return 0
 
 
+def _add_lexicon_commands(sub) -> None:
+    lexicons = sub.add_parser("lexicons", help="manage the pronunciation lexicons in S3",
+                              description="Manage the pronunciation lexicons in s3://<bucket>/lexicons/ (W3C PLS 1.0 "
+                                          "or the simple CSV form). Output is for people; --json prints one JSON "
+                                          "result line instead.")
+    lsub = lexicons.add_subparsers(dest="lexicon_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
+    up = lsub.add_parser("upload", parents=[common], help="check a lexicon file whole and store it")
+    up.add_argument("name")
+    up.add_argument("file", help="a .pls (W3C PLS 1.0) or .csv (grapheme,alias,phoneme,alphabet) file")
+    up.add_argument("--force", action="store_true", help="replace the lexicon if it already exists")
+    lsub.add_parser("list", parents=[common], help="list the lexicons in the library as a table")
+    show = lsub.add_parser("show", parents=[common], help="print one lexicon's entries")
+    show.add_argument("name")
+    delete = lsub.add_parser("delete", parents=[common], help="remove a lexicon from the library")
+    delete.add_argument("name")
+
+
+def lexicons_table(listed) -> str:
+    header = f"{'LEXICON':<20} {'FORMAT':<6} {'ALPHABET':<8} {'LANG':<6} {'ENTRIES':>7} {'ALIASES':>7} {'PHONEMES':>8}"
+    rows = [f"{x.name:<20} {x.format:<6} {x.alphabet or '-':<8} {x.language or '-':<6} {x.entries:>7} "
+            f"{x.aliases:>7} {x.phonemes:>8}" + (f"  unusable: {x.error}" if x.error else "") for x in listed]
+    return "\n".join([header, *rows])
+
+
+def cmd_lexicons(args, settings: Settings) -> tuple[dict, str]:
+    """(JSON result, text for people) of one ``narration lexicons`` command."""
+    from narration import lexicons
+
+    storage = _storage(settings)
+    if args.lexicon_command == "upload":
+        try:
+            with open(args.file, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise lexicons.LexiconError(args.file, None, None, f"cannot read the file: {exc.strerror}") from exc
+        info = lexicons.upload_lexicon(storage, args.name, data, args.file, replace=args.force)
+        return ({"uploaded": info.model_dump(mode="json")},
+                f"uploaded lexicon {info.name} to {storage.uri(info.key)}: {info.entries} entries "
+                f"({info.aliases} aliases, {info.phonemes} phonemes)")
+    if args.lexicon_command == "list":
+        listed = lexicons.list_lexicons(storage)
+        text = lexicons_table(listed) if listed else f"no lexicons under {storage.uri('lexicons/')}"
+        return {"lexicons": [x.model_dump(mode="json") for x in listed]}, text
+    if args.lexicon_command == "show":
+        lexicon, key = lexicons.get_lexicon(storage, args.name)
+        entries = [{"grapheme": e.grapheme, "alias": e.alias, "phonemes": e.phonemes, "line": e.line}
+                   for e in lexicon.entries.values()]
+        summary = lexicons.info(lexicon, key)
+        lines = [f"{storage.uri(key)} ({summary.format}, alphabet {summary.alphabet or '-'}, "
+                 f"language {summary.language or '-'})"]
+        lines += [f"{e['grapheme']:<24} " + (f"alias {e['alias']}" if e["alias"] is not None
+                                               else f"phonemes /{e['phonemes']}/") for e in entries]
+        return {**summary.model_dump(mode="json"), "entries": entries}, "\n".join(lines)
+    key = lexicons.delete_lexicon(storage, args.name)
+    return {"deleted": args.name, "key": key}, f"deleted lexicon {args.name} ({storage.uri(key)})"
+
+
+def _run_lexicons(args, settings: Settings) -> int:
+    """Like the voice commands: text on stdout, one error line on stderr (exit 2 for a refused lexicon or name,
+    1 when S3 or the machine failed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from narration.lexicons import LexiconError
+
+    try:
+        result, text = cmd_lexicons(args, settings)
+    except (LexiconError, InfrastructureFault, BotoCoreError, ClientError) as exc:
+        if args.json:
+            emit_result(error_result("lexicons", exc))
+        print(f"narration lexicons {args.lexicon_command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, LexiconError) else 1
+    if args.json:
+        emit_result(result)
+    else:
+        print(text)
+    return 0
+
+
 def _retryable(exc: BaseException) -> bool:
     """False for failures a retry cannot change (a ConfigurationFault: S3 refused the request, the chunk names an
     unknown backend or profile)."""
@@ -175,16 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the batch report and summary")
     report.add_argument("--batch", required=True)
     _add_voice_commands(sub)
+    _add_lexicon_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING if args.command == "voices" else logging.INFO  # people read voices' stderr
+    level = logging.WARNING if args.command in ("voices", "lexicons") else logging.INFO  # people read their stderr
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if args.command == "voices":
         return _run_voices(args, settings)
+    if args.command == "lexicons":
+        return _run_lexicons(args, settings)
     try:
         result = COMMANDS[args.command](args, settings)
     except Exception as exc:  # the result line still comes last, so the runner can show why

@@ -17,6 +17,7 @@ PROCESSED = "processed/"
 INCOMPLETE = "incomplete/"
 FAILED = "failed/"
 VOICES = "voices/"
+LEXICONS = "lexicons/"
 BATCHES = "batches/"
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -38,6 +39,11 @@ def voice_reference_key(voice_id: str) -> str:
 
 def voice_meta_key(voice_id: str) -> str:
     return voice_prefix(voice_id) + "voice.json"
+
+
+def lexicon_key(name: str, suffix: str) -> str:
+    """``lexicons/<name>.pls`` (W3C PLS) or ``lexicons/<name>.csv`` (the simple form)."""
+    return f"{LEXICONS}{safe_component(name)}{suffix}"
 
 
 class BatchLayout:

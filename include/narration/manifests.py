@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -22,6 +23,9 @@ from narration.languages import SUPPORTED_LANGUAGES
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
 from narration.schema import ItemSpec, LineError
 from narration.settings import Settings
+
+if TYPE_CHECKING:
+    from narration.lexicons import LexiconLibrary
 
 # An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
 # share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
@@ -61,6 +65,15 @@ class ManifestLine(BaseModel):
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict = Field(default_factory=dict)
+    lexicons: list[str] = Field(default_factory=list, description="Lexicon names applied after the batch's "
+                                "(a later entry wins); in CSV one cell, comma separated.")
+
+    @field_validator("lexicons", mode="before")
+    @classmethod
+    def _lexicon_names(cls, value):
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("text", "id", "voice", "language", mode="before")
     @classmethod
@@ -78,7 +91,7 @@ class ManifestLine(BaseModel):
         return value
 
 
-CSV_FIELDS = {"id", "text", "voice", "language", "speed", "seed"}
+CSV_FIELDS = {"id", "text", "voice", "language", "speed", "seed", "lexicons"}
 
 
 @dataclass
@@ -99,6 +112,8 @@ class ValidationContext:
     default_language: str | None = None
     seen_ids: dict[str, str] = field(default_factory=dict)
     accepted: int = 0
+    lexicons: LexiconLibrary | None = None  # the library the lines' lexicon names are looked up in
+    batch_lexicons: list[str] = field(default_factory=list)  # applied to every line, before the line's own
 
 
 def _preview(raw: str) -> str:
@@ -207,6 +222,16 @@ def _check_line(
     if problem:
         return reject("metadata", problem)
 
+    pronunciations = []
+    if fields.lexicons or ctx.batch_lexicons:
+        known = ctx.lexicons.keys if ctx.lexicons is not None else {}
+        unknown = [name for name in fields.lexicons if name not in known]
+        if unknown:
+            return reject("lexicons", f"unknown lexicon(s) {unknown}; lexicons in the library: "
+                                      f"{', '.join(known) or 'none'}")
+        # a malformed lexicon raises LexiconError here: it fails the batch, not this line
+        pronunciations = ctx.lexicons.resolve([*ctx.batch_lexicons, *fields.lexicons], speakable)
+
     if ctx.accepted >= settings.max_items_per_batch:
         return reject(None, f"batch limit of {settings.max_items_per_batch} items reached; line not processed")
 
@@ -224,6 +249,7 @@ def _check_line(
         manifest=manifest,
         line=line_no,
         metadata=fields.metadata,
+        pronunciations=pronunciations,
     )
 
 

@@ -263,6 +263,11 @@ def _strip_edges(token: str) -> str:
     return core
 
 
+def bare_word(text: str) -> str:
+    """A token as written without the punctuation at its edges ("(SQL)," -> "SQL"): what lexicon entries match."""
+    return text.strip(_EDGE_PUNCT)
+
+
 def normalize_script(text: str, locale: str = DEFAULT_LOCALE) -> list[ScriptToken]:
     """Split the script into tokens, each with the words it is spoken as.
 

@@ -28,6 +28,7 @@ from narration.align.base import AlignmentError, quality_problem
 from narration.dev.faults import FaultPlan
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
+from narration.lexicons import apply_pronunciations
 from narration.normalize import normalize_script
 from narration.schema import (
     ChunkResult,
@@ -81,7 +82,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _tokens(item: ItemSpec):
-    return normalize_script(item.text, item.locale)
+    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale)
 
 
 class _Clock:
@@ -137,8 +138,10 @@ def audio_problem(storage: Storage, record: SynthesisRecord) -> str | None:
 
 
 def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: dict) -> str:
+    # An item's matching lexicon entries are part of its key; an item that matches none keeps the key it had.
+    lexicon = [[p.model_dump() for p in item.pronunciations]] if item.pronunciations else []
     return cache_key("synthesis", item.text, item.voice, item.language, item.locale, item.speed, item.seed, backend,
-                     voice_etag, params)
+                     voice_etag, params, *lexicon)
 
 
 def synthesis_problem(record: SynthesisRecord | None, storage: Storage, key: str) -> str | None:
@@ -259,7 +262,8 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
         record = SynthesisRecord(
             item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
             sample_rate=out.sample_rate, audio_seconds=round(audio_io.duration_s(out.audio, out.sample_rate), 3),
-            params={**out.params, "cache_key": key}, attempts=int(out.params.get("attempts", 1)),
+            params={**out.params, **_lexicon_params(item, synth.name), "cache_key": key},
+            attempts=int(out.params.get("attempts", 1)),
             asr_wer=out.params.get("asr_wer"), reference_words=out.reference_words, tokens=tokens,
             compute_s=round(elapsed, 4), **quality,
         )
@@ -293,6 +297,24 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
     return ItemResult(item_id=item.item_id, status=status, error=error)
 
 
+def _lexicon_params(item: ItemSpec, backend: str) -> dict:
+    """What the synthesis record says of the item's lexicon entries: each one and what this backend did with it
+    (a backend that takes no phonemes speaks a phoneme entry's word as written)."""
+    if not item.pronunciations:
+        return {}
+    takes_phonemes = get_synthesizer_class(backend).takes_phonemes
+    notes = []
+    for p in item.pronunciations:
+        if p.alias is not None:
+            notes.append(f"{p.grapheme}: alias {p.alias!r} ({p.lexicon})")
+        elif takes_phonemes:
+            notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend} ({p.lexicon})")
+        else:
+            notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
+                         f"so the word is read as written ({p.lexicon})")
+    return {"lexicon_entries": notes}
+
+
 _QUALITY_FIELDS = ("detected_language", "language_probability", "language_mismatch", "voice_similarity",
                    "voice_cloning", "quality_notes")
 
@@ -323,7 +345,7 @@ def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord
     """What a timing record depends on: the exact audio (its ETag), the script, the backend and its parameters,
     and the quality gate that decides between aligned and needs-fallback."""
     return cache_key("alignment", backend, item.language, synthesis.params.get("cache_key"), audio_etag,
-                     [t.model_dump() for t in synthesis.tokens], backend_params(backend, settings),
+                     [t.model_dump(exclude_none=True) for t in synthesis.tokens], backend_params(backend, settings),
                      settings.max_untimed_ratio, settings.min_mean_score)
 
 

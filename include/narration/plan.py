@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from narration.layout import BatchLayout, manifest_name
+from narration.lexicons import LexiconError, LexiconLibrary
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.schema import ChunkSpec, ItemSpec, LineError, RunChoices
 from narration.settings import Settings
@@ -43,6 +44,8 @@ class BatchOptions(RunChoices):
     language: str | None = None
     chunk_size: int = Field(Settings.model_fields["chunk_size"].default, ge=1, le=1000)
     force_rerender: bool = False
+    lexicons: list[str] = Field(default_factory=list, description="Lexicon names (lexicons/<name>.pls|.csv) for "
+                                "every line, before each line's own; resolved into the items at planning.")
 
     def chunk_choices(self) -> dict:
         """What a chunk spec carries of these options."""
@@ -57,6 +60,7 @@ class BatchPlan(BaseModel):
     items: list[ItemSpec]
     quarantined: int
     chunks: list[ChunkRef]
+    error: str | None = Field(None, description="Why planning stopped (a malformed or unknown lexicon).")
 
 
 def chunk_items(items: list[ItemSpec], size: int) -> list[list[ItemSpec]]:
@@ -94,11 +98,45 @@ def plan_batch(
 ) -> BatchPlan:
     """Validate every manifest line, write quarantine, chunk specs and the plan; returns the plan.
 
-    Raises :class:`ManifestError` after writing the plan when no line of any manifest is valid.
+    Raises :class:`ManifestError` after writing the plan when no line of any manifest is valid, and
+    :class:`LexiconError` after writing a plan that says why when a lexicon the batch or a line names is malformed
+    (or a lexicon the batch names does not exist): every lexicon is read and checked once.
     """
     layout = BatchLayout(batch_id)
+    library = LexiconLibrary(storage)
     ctx = ValidationContext(settings=settings, voices=voices, default_voice=options.voice,
-                            default_language=options.language)
+                            default_language=options.language, lexicons=library, batch_lexicons=options.lexicons)
+    try:
+        for name in options.lexicons:
+            if name not in library.keys:
+                raise LexiconError("lexicons (Param)", None, None, f"unknown lexicon {name!r}; lexicons in the "
+                                   f"library: {', '.join(library.keys) or 'none'}")
+            library.load(name)
+        items, errors, summaries = _validate_manifests(storage, settings, manifest_keys, ctx)
+    except LexiconError as exc:
+        log.error("planning stopped: %s", exc)
+        summaries = [ManifestSummary(key=key, lines=0, accepted=0, rejected=0, error=str(exc))
+                     for key in manifest_keys]
+        storage.put_text(layout.quarantine, "")
+        storage.put_json(layout.plan, BatchPlan(
+            batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            options=options, manifests=summaries, items=[], quarantined=0, chunks=[], error=str(exc)))
+        raise
+
+    chunks = write_chunks(storage, layout.batch_id, items, options)
+
+    storage.put_text(layout.quarantine, "".join(e.model_dump_json() + "\n" for e in errors))
+    plan = BatchPlan(batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     options=options, manifests=summaries, items=items, quarantined=len(errors), chunks=chunks)
+    storage.put_json(layout.plan, plan)
+    if not items:
+        reasons = "; ".join(s.error or f"{s.key}: no valid line" for s in summaries) or "no manifest"
+        raise ManifestError(f"batch {layout.batch_id} has no valid line to narrate: {reasons}")
+    return plan
+
+
+def _validate_manifests(storage: Storage, settings: Settings, manifest_keys: list[str], ctx: ValidationContext
+                        ) -> tuple[list[ItemSpec], list[LineError], list[ManifestSummary]]:
     items: list[ItemSpec] = []
     errors: list[LineError] = []
     summaries: list[ManifestSummary] = []
@@ -117,17 +155,7 @@ def plan_batch(
                                          rejected=len(parsed.errors), error=error))
         for err in parsed.errors:
             log.warning("quarantined %s:%d %s: %s", err.manifest, err.line, err.field or "-", err.reason)
-
-    chunks = write_chunks(storage, layout.batch_id, items, options)
-
-    storage.put_text(layout.quarantine, "".join(e.model_dump_json() + "\n" for e in errors))
-    plan = BatchPlan(batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     options=options, manifests=summaries, items=items, quarantined=len(errors), chunks=chunks)
-    storage.put_json(layout.plan, plan)
-    if not items:
-        reasons = "; ".join(s.error or f"{s.key}: no valid line" for s in summaries) or "no manifest"
-        raise ManifestError(f"batch {layout.batch_id} has no valid line to narrate: {reasons}")
-    return plan
+    return items, errors, summaries
 
 
 def load_plan(storage: Storage, batch_id: str) -> BatchPlan:

@@ -96,6 +96,19 @@ def check_bucket(storage: Storage, batch_id: str, sources: Mapping[str, Source])
                                  _visible_buckets(storage))
 
 
+def check_lexicons(storage: Storage, options: BatchOptions, sources: Mapping[str, Source]) -> None:
+    """Every lexicon the batch names exists and reads clean (its file, line and entry named), before any manifest
+    is claimed; the lexicons lines name are checked when planning reads the lines."""
+    from narration.lexicons import LexiconError, LexiconLibrary
+
+    library = LexiconLibrary(storage)
+    for name in options.lexicons:
+        try:
+            library.load(name)
+        except LexiconError as exc:
+            raise ConfigurationError(sources.get("lexicons", Source("lexicons", "batch options")), str(exc)) from exc
+
+
 def _visible_buckets(storage: Storage) -> str:
     try:
         names = [b["Name"] for b in storage.client.list_buckets().get("Buckets", [])]
@@ -111,3 +124,4 @@ def check_configuration(storage: Storage, options: BatchOptions, batch_id: str, 
     check_backends(options, sources)
     check_google(options, google_configured, sources)
     check_bucket(storage, batch_id, sources)
+    check_lexicons(storage, options, sources)

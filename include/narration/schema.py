@@ -36,6 +36,16 @@ class LineError(Model):
     raw: str = Field("", description="The offending line, truncated, for the quarantine file.")
 
 
+class Pronunciation(Model):
+    """A lexicon entry that matches a word of an item (resolved at planning): say ``alias`` instead of the word,
+    or speak ``phonemes`` (IPA) where the backend takes phonemes."""
+
+    grapheme: str = Field(description="The word as the lexicon writes it (matched case-insensitively).")
+    alias: str | None = None
+    phonemes: str | None = Field(None, description="IPA (X-SAMPA entries are converted when the lexicon is read).")
+    lexicon: str = Field(description="The lexicon's name in the library (lexicons/<name>.pls|.csv).")
+
+
 class ItemSpec(Model):
     """One utterance to narrate, as validated from a manifest line."""
 
@@ -52,6 +62,8 @@ class ItemSpec(Model):
     line: int
     seed: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    pronunciations: list[Pronunciation] = Field(default_factory=list, description="The entries of the batch's "
+                                                "and the line's lexicons that match its words (later lexicons win).")
 
 
 class RunChoices(BaseModel):
@@ -118,6 +130,8 @@ class ScriptToken(Model):
     spoken: list[str]
     unspoken: list[str] = Field(default_factory=list, description="Parts of the token no backend can speak "
                                 "(a script other than Latin): shown in subtitles, never heard.")
+    phonemes: str | None = Field(None, description="IPA from a lexicon's phoneme entry, for the backends that take "
+                                 "phonemes (espeak, Piper, pocketsphinx); ``spoken`` is then one word.")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ CONTENT_TYPES = {
     ".csv": "text/csv; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
+    ".pls": "application/pls+xml",  # W3C pronunciation lexicons (RFC 4267)
     **{fmt.suffix: fmt.content_type for fmt in FORMATS.values()},  # the subtitle and word files
 }
 

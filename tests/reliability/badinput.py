@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from narration.audio import to_wav_bytes
+from narration.lexicons import LexiconError, parse_lexicon
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.settings import Settings
 from narration.voices import VoiceError, validate_reference
@@ -44,7 +45,7 @@ class Case:
     """
 
     name: str
-    kind: str  # "manifest" | "voice"
+    kind: str  # "manifest" | "voice" | "lexicon"
     file: str | None = None
     make: Callable[[], bytes] | None = None
     raises: str | None = None
@@ -85,6 +86,10 @@ def M(name: str, **kw) -> Case:
 
 def V(name: str, **kw) -> Case:
     return Case(name=name, kind="voice", file=kw.pop("file", f"voices/{name}"), **kw)
+
+
+def L(name: str, **kw) -> Case:
+    return Case(name=name, kind="lexicon", file=kw.pop("file", f"lexicons/{name}"), **kw)
 
 
 CASES: list[Case] = [
@@ -155,6 +160,28 @@ CASES: list[Case] = [
     V("voice id with newline", file="voices/ok.wav", voice_id="narrator\n", raises="must be letters, digits"),
     V("voice id of 200 chars", file="voices/ok.wav", voice_id="v" * 200, raises="must be letters, digits"),
     V("empty transcript", file="voices/ok.wav", transcript="  ", raises="transcript is empty"),
+    # Lexicons named by lines, and pronunciation lexicons (file:line: entry: reason)
+    M("unknown-lexicon.jsonl", accepted=(1,), rejected={2: "lexicons: unknown lexicon(s) ['ghost']",
+                                                        3: "lexicons: unknown lexicon(s) ['names', 'ghost']",
+                                                        4: "lexicons: Input should be a valid list"}),
+    L("names.pls", accepted=(1,)),
+    L("names.csv", accepted=(1,)),
+    L("not-xml.pls", raises="not-xml.pls:1: not well-formed XML: Start tag expected"),
+    L("unclosed.pls", raises="unclosed.pls:6: not well-formed XML: Opening and ending tag mismatch"),
+    L("wrong-namespace.pls", raises="wrong-namespace.pls:2: the root element is "
+                                    "'{http://www.w3.org/2005/pronunciation}lexicon'"),
+    L("wrong-version.pls", raises="wrong-version.pls:2: version '2.0'; PLS version \"1.0\" is required"),
+    L("unknown-alphabet.pls", raises="unknown-alphabet.pls:3: unknown alphabet 'arpabet'"),
+    L("no-grapheme.pls", raises="no-grapheme.pls:5: <lexeme> has no <grapheme>"),
+    L("no-reading.pls", raises="no-reading.pls:5: entry 'Worcester': the entry has neither an alias nor a phoneme"),
+    L("bad-ipa.pls", raises="bad-ipa.pls:5: entry 'Worcester': phoneme \"w'Ust@\": symbol \"'\" (U+0027) is not IPA"),
+    L("bad-xsampa.pls", raises="bad-xsampa.pls:4: entry 'Nguyen': phoneme 'ŋwiən': symbol 'ŋ' is not X-SAMPA"),
+    L("conflicting.pls", raises="conflicting.pls:5: entry 'sql': conflicts with the entry for 'SQL' at line 3"),
+    L("entities.pls", raises="entities.pls:2: a DOCTYPE is not allowed"),
+    L("multiword.pls", raises="multiword.pls:3: entry 'New York': a grapheme of several words is not supported"),
+    L("both.csv", raises="both.csv:3: entry 'Nguyen': give an alias or a phoneme, not both"),
+    L("bad-alphabet.csv", raises="bad-alphabet.csv:3: entry 'Nguyen': unknown alphabet 'arpabet'"),
+    L("names.txt", file="lexicons/names.csv", raises="names.txt: unknown lexicon format '.txt'"),
 ]
 
 
@@ -167,9 +194,14 @@ def run_case(case: Case) -> Outcome:
             out.accepted = {1}
             out.lines[1] = f"accepted voice {case.voice_id!r}"
             return out
+        if case.kind == "lexicon":
+            lexicon = parse_lexicon("corpus", case.data(), case.name)
+            out.accepted = {1}
+            out.lines[1] = f"accepted lexicon: {len(lexicon.entries)} entries"
+            return out
         ctx = ValidationContext(settings=Settings(**case.settings), voices=set(VOICES_IN_LIBRARY))
         parsed = parse_manifest(case.name, case.data(), ctx)
-    except (ManifestError, VoiceError) as exc:
+    except (ManifestError, VoiceError, LexiconError) as exc:
         out.error = str(exc)
         return out
     except Exception as exc:  # the corpus exists to find these

@@ -10,6 +10,7 @@ import pytest
 
 from narration.deliver import write_batch_report
 from narration.layout import BatchLayout
+from narration.lexicons import LexiconError, upload_lexicon
 from narration.plan import BatchOptions, load_plan, load_quarantine, plan_batch
 from narration.settings import Settings
 from narration.voices import VoiceError, upload_voice
@@ -32,6 +33,17 @@ def test_each_hostile_input_gets_its_clear_answer(case: Case, request):
         else:
             upload_voice(storage, case.voice_id, case.data(), case.transcript)
             assert len(list(storage.list_keys("voices/"))) == 2
+    if case.kind == "lexicon":
+        # The upload path refuses the same files with the same answer and stores nothing for them.
+        storage = request.getfixturevalue("storage")
+        if case.raises:
+            with pytest.raises(LexiconError) as refused:
+                upload_lexicon(storage, "corpus", case.data(), case.name)
+            assert case.raises in str(refused.value)
+            assert list(storage.list_keys("lexicons/")) == []
+        else:
+            upload_lexicon(storage, "corpus", case.data(), case.name)
+            assert list(storage.list_keys("lexicons/")) == [f"lexicons/corpus{case.name[-4:]}"]
 
 
 MANIFEST_CASES = [c for c in CASES if c.kind == "manifest" and not c.settings]

@@ -60,6 +60,17 @@ def test_an_endpoint_that_does_not_answer_fails_within_the_preflight_window(stor
     assert time.monotonic() - started < 10
 
 
+def test_a_batch_lexicon_that_is_missing_or_malformed_is_named_with_its_line(storage):
+    storage.put_bytes("lexicons/names.csv", b"grapheme,alias\nSQL,sequel\nNguyen,\n")
+    with pytest.raises(ConfigurationError) as caught:
+        check_configuration(storage, BatchOptions(lexicons=["names"]), "b", google_configured=True,
+                            sources={"lexicons": Source("lexicons", "Param")})
+    assert str(caught.value) == (f"lexicons (from Param): {storage.uri('lexicons/names.csv')}:3: entry 'Nguyen': "
+                                 "the entry has neither an alias nor a phoneme")
+    with pytest.raises(ConfigurationError, match=r"^lexicons \(from batch options\): ghost: no lexicon 'ghost' in "):
+        check_configuration(storage, BatchOptions(lexicons=["ghost"]), "b", google_configured=True)
+
+
 def test_the_airflow_side_names_params_and_the_connection_as_sources():
     from operators.batch_tasks import setting_sources
 

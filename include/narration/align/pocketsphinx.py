@@ -78,6 +78,23 @@ class PocketsphinxAligner(Aligner):
                     raise AlignmentError(f"no usable pronunciation for the word {word!r}: {exc}") from exc
                 self.added_words[word] = phones
 
+    @staticmethod
+    def _lexicon_word(token: ScriptToken, lexicon_words: dict[str, str]) -> str | None:
+        """The dictionary word that carries a token's lexicon phonemes ("nguyen_lexicon1": its own entry, so the
+        shared dictionary's "nguyen" is left as it is), or None when no ARPAbet phone comes of them."""
+        from narration.align.pronounce import ipa_to_arpabet
+
+        phones = " ".join(ipa_to_arpabet(token.phonemes or ""))
+        base = "".join(map(dictionary_word, token.spoken)) or "word"
+        if not phones:
+            return None
+        for word, known in lexicon_words.items():
+            if known == phones and word.startswith(f"{base}_lexicon"):
+                return word
+        word = f"{base}_lexicon{len(lexicon_words) + 1}"
+        lexicon_words[word] = phones
+        return word
+
     def align(self, audio: np.ndarray, sample_rate: int, tokens: list[ScriptToken], language: str) -> list[WordTiming]:
         if not language.lower().startswith("en"):
             raise AlignmentError(f"pocketsphinx has only an English model; the item's language is {language!r}")
@@ -86,9 +103,13 @@ class PocketsphinxAligner(Aligner):
         # Each token's slice of the word sequence; tokens with nothing alignable stay untimed.
         words: list[str] = []
         spans: list[tuple[int, int]] = []
+        lexicon_words: dict[str, str] = {}  # dictionary word -> ARPAbet, for tokens with a lexicon's phonemes
         for token in tokens:
             first = len(words)
-            words.extend(w for w in map(dictionary_word, token.spoken) if w)
+            if token.phonemes and (word := self._lexicon_word(token, lexicon_words)):
+                words.append(word)
+            else:
+                words.extend(w for w in map(dictionary_word, token.spoken) if w)
             spans.append((first, len(words)))
         if not words:
             return [self._timing(token, None, None, None) for token in tokens]
@@ -97,6 +118,10 @@ class PocketsphinxAligner(Aligner):
         duration_ms = int(len(pcm) * 1000 / SAMPLE_RATE)
         if audio_io.rms_dbfs(pcm) < MIN_SPEECH_DBFS:
             raise AlignmentError(f"audio is silent ({audio_io.rms_dbfs(pcm):.0f} dBFS over {duration_ms} ms)")
+        for word, phones in lexicon_words.items():
+            if self._decoder.lookup_word(word) != phones:
+                self._decoder.add_word(word, phones, True)
+            self.added_words[word] = phones
         self._ensure_pronunciations(words)
         segments = self._decode(pcm, words, duration_ms)
 

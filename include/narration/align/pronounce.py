@@ -29,6 +29,21 @@ ESPEAK_TO_ARPABET = _table("""
 """)
 _STRESS_MARKS = "',%=_|"
 
+# IPA (as lexicons store it) -> espeak-ng's English phoneme names: the one table for phoneme entries. espeak-ng
+# speaks these inside [[ ]]; the aligner maps them on to ARPAbet with the table above. Longest match first.
+IPA_TO_ESPEAK = {
+    "eɪ": "eI", "aɪ": "aI", "aʊ": "aU", "ɔɪ": "OI", "oʊ": "oU", "əʊ": "oU", "ɪə": "i@", "ɛə": "e@", "ʊə": "U@",
+    "tʃ": "tS", "t͡ʃ": "tS", "dʒ": "dZ", "d͡ʒ": "dZ", "iː": "i:", "uː": "u:", "ɑː": "A:", "ɔː": "O:", "ɜː": "3:",
+    "i": "i", "ɪ": "I", "e": "e", "ɛ": "E", "æ": "a", "a": "a", "ɑ": "A:", "ɒ": "0", "ɔ": "O:", "o": "o",
+    "ʊ": "U", "u": "u:", "ʌ": "V", "ə": "@", "ɐ": "a#", "ɜ": "3:", "ɝ": "3:", "ɚ": "3", "ᵻ": "I2", "ɨ": "I2",
+    "p": "p", "b": "b", "t": "t", "d": "d", "k": "k", "ɡ": "g", "f": "f", "v": "v", "θ": "T", "ð": "D",
+    "s": "s", "z": "z", "ʃ": "S", "ʒ": "Z", "h": "h", "m": "m", "n": "n", "ŋ": "N", "l": "l", "ɫ": "l",
+    "ɹ": "r", "r": "r", "ɾ": "t#", "w": "w", "ʍ": "hw", "j": "j", "ʔ": "?", "x": "x", "ç": "C",
+    "ˈ": "'", "ˌ": ",",
+}
+_IPA_SILENT = set(".‿ː")  # syllable breaks and a length mark the table has not joined to its vowel
+_IPA_LONGEST = max(map(len, IPA_TO_ESPEAK))
+
 # Last resort, one letter at a time (rough, but it keeps an alignment alive).
 LETTER_TO_ARPABET = _table("""
     a=AE b=B c=K d=D e=EH f=F g=G h=HH i=IH j=JH k=K l=L m=M n=N o=AA p=P q=K r=R s=S t=T u=AH v=V w=W x=K_S
@@ -49,6 +64,34 @@ def espeak_to_arpabet(phonemes: list[str]) -> list[str]:
             if not (phone == "R" and arpabet and arpabet[-1] in ("R", "ER")):
                 arpabet.append(phone)
     return arpabet
+
+
+def ipa_to_espeak(ipa: str) -> tuple[list[str], list[str]]:
+    """(espeak-ng phoneme names, IPA symbols that have none and were left out) for an IPA transcription; stress
+    marks are names of their own ("'" and ",")."""
+    import unicodedata
+
+    text = "".join(ch for ch in unicodedata.normalize("NFD", ipa) if ch == "\u0361" or
+                   not unicodedata.combining(ch))
+    names: list[str] = []
+    missing: list[str] = []
+    i = 0
+    while i < len(text):
+        for size in range(min(_IPA_LONGEST, len(text) - i), 0, -1):
+            if text[i:i + size] in IPA_TO_ESPEAK:
+                names.append(IPA_TO_ESPEAK[text[i:i + size]])
+                i += size
+                break
+        else:
+            if not text[i].isspace() and text[i] not in _IPA_SILENT:
+                missing.append(text[i])
+            i += 1
+    return names, missing
+
+
+def ipa_to_arpabet(ipa: str) -> list[str]:
+    """ARPAbet for an IPA transcription (through espeak-ng's names, so one table serves both backends)."""
+    return [p for p in espeak_to_arpabet(ipa_to_espeak(ipa)[0]) if p in ARPABET]
 
 
 def letters_to_arpabet(word: str) -> list[str]:

@@ -55,6 +55,7 @@ class SynthesisRequest:
 class Synthesizer(ABC):
     name: ClassVar[str]
     clones_voice: ClassVar[bool] = False  # True when the output imitates the voice's reference recording
+    takes_phonemes: ClassVar[bool] = False  # True when it speaks a token's ``phonemes`` (lexicon phoneme entries)
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -30,6 +30,7 @@ _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _PARAM_RATE = 1
 _PHONEMES_SEPARATOR_SPACE = ord(" ") << 8  # phoneme_mode bits 8-23: separator between phoneme names
+_PHONEME_INPUT = 0x100  # espeakPHONEMES: text may hold phoneme names in [[ ]] (a lexicon's phoneme entries)
 
 # Energy trimming of word ends: 10 ms frames, quieter than the loudest frame by this much counts as silence.
 _FRAME_S = 0.010
@@ -120,14 +121,17 @@ class EspeakEngine:
                     raise EspeakError(f"espeak-ng has no voice or language {voice!r}")
             self._voice = voice
 
-    def synthesize(self, text: str, *, voice: str, rate_wpm: int) -> tuple[np.ndarray, list[WordEvent]]:
-        """Speak ``text``; returns int16 PCM at ``sample_rate`` and the word onsets espeak reported."""
+    def synthesize(self, text: str, *, voice: str, rate_wpm: int, phoneme_input: bool = False
+                   ) -> tuple[np.ndarray, list[WordEvent]]:
+        """Speak ``text`` (with ``phoneme_input``, ``[[...]]`` in it are espeak-ng phoneme names); returns int16
+        PCM at ``sample_rate`` and the word onsets espeak reported."""
         data = text.encode("utf-8")
+        flags = _CHARS_UTF8 | (_PHONEME_INPUT if phoneme_input else 0)
         with self.lock:
             self.set_voice(voice)
             self._lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
             self._pcm, self._events = [], []
-            status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None)
             self._lib.espeak_Synchronize()
             pcm, events = self._pcm, self._events
             self._pcm, self._events = [], []
@@ -163,16 +167,32 @@ def espeak_engine() -> EspeakEngine:
         return _engine
 
 
-def speech_text(tokens: list[ScriptToken]) -> tuple[str, list[int]]:
+def phoneme_word(ipa: str) -> str:
+    """A lexicon's IPA as espeak-ng phoneme input (``[[w'Ust3]]``); symbols its English set lacks are left out."""
+    from narration.align.pronounce import ipa_to_espeak
+
+    return "[[" + "".join(ipa_to_espeak(ipa)[0]) + "]]"
+
+
+def speech_text(tokens: list[ScriptToken], phonemes: bool = False) -> tuple[str, list[int]]:
     """The text espeak speaks for ``tokens`` and the character offset of each spoken word in it.
 
     The words are ``normalize.spoken_text(tokens)``; a token's trailing clause punctuation is kept so that
-    espeak pauses at commas and full stops as a narrator would (not the period of "Dr." or "etc.").
+    espeak pauses at commas and full stops as a narrator would (not the period of "Dr." or "etc."). With
+    ``phonemes``, a token that has them (a lexicon's phoneme entry) is spoken from them (:func:`phoneme_word`).
     """
     parts: list[str] = []
     word_offsets: list[int] = []
     position = 0
     for token in tokens:
+        if phonemes and token.phonemes:
+            word_offsets.extend([position] * len(token.spoken))
+            parts.append(phoneme_word(token.phonemes))
+            position += len(parts[-1]) + 1
+            if mark := pause_mark(token.original):
+                parts[-1] += mark
+                position += 1
+            continue
         for word in token.spoken:
             word_offsets.append(position)
             parts.append(word)
@@ -236,6 +256,7 @@ class EspeakSynthesizer(Synthesizer):
     """
 
     name = "espeak"
+    takes_phonemes = True
 
     def load(self) -> None:
         self.engine = espeak_engine()
@@ -248,8 +269,9 @@ class EspeakSynthesizer(Synthesizer):
         engine = getattr(self, "engine", None) or espeak_engine()
         espeak_voice = str(voice.metadata.get("espeak_voice", DEFAULT_VOICE))
         rate = round(min(max(DEFAULT_RATE_WPM * speed, MIN_RATE_WPM), MAX_RATE_WPM))
-        text, offsets = speech_text(tokens)
-        pcm, events = engine.synthesize(text, voice=espeak_voice, rate_wpm=rate)
+        text, offsets = speech_text(tokens, phonemes=True)
+        with_phonemes = any(t.phonemes for t in tokens)
+        pcm, events = engine.synthesize(text, voice=espeak_voice, rate_wpm=rate, phoneme_input=with_phonemes)
         if not len(pcm):
             raise EspeakError(f"espeak-ng produced no audio for voice {espeak_voice!r}")
         audio = (pcm.astype(np.float32) / 32768.0).astype(np.float32)

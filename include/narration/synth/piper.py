@@ -104,6 +104,31 @@ def _alignment_groups(chunk) -> list[tuple[str, list[int]]] | None:
     return groups
 
 
+def inject_phonemes(sentences: list[list[str]], replacements: dict[int, list[str]]) -> list[list[str]]:
+    """Piper's phonemized sentences with the sounding phonemes of word ``n`` (counted over all sentences, as
+    :func:`word_spans` counts them) replaced by ``replacements[n]``; punctuation and word boundaries stay."""
+    if not replacements:
+        return sentences
+    out: list[list[str]] = []
+    word = -1
+    for sentence in sentences:
+        new: list[str] = []
+        in_word = False
+        for phoneme in sentence:
+            if phoneme in (_BOUNDARY, "^", "$"):
+                in_word = False
+            elif phoneme not in _SPEECHLESS:
+                if not in_word:
+                    word += 1
+                    in_word = True
+                    new.extend(replacements.get(word, ()))
+                if word in replacements:
+                    continue
+            new.append(phoneme)
+        out.append(new)
+    return out
+
+
 def _count_words(phonemes: list[str]) -> int:
     return len(word_spans([(p, [0]) for p in phonemes], 0))
 
@@ -118,6 +143,7 @@ class PiperSynthesizer(Synthesizer):
     so ``seed`` is ignored and recorded as such."""
 
     name = "piper"
+    takes_phonemes = True
 
     def load(self) -> None:
         from piper import PiperVoice
@@ -130,18 +156,27 @@ class PiperSynthesizer(Synthesizer):
             raise PiperError(f"Piper could not load {model}: {exc}") from exc
         self.model_name = model.name
 
-    def sentence_phonemes(self, words: list[str], text: str) -> list[list[str]]:
+    def sentence_phonemes(self, words: list[str], text: str, replacements: dict[int, list[str]] | None = None
+                          ) -> list[list[str]]:
         """Piper's phonemes of ``text`` in sentences; when its phonemizer merges or splits words (so the counts
-        no longer match ``words``), each word is phonemized alone and the sentences joined."""
+        no longer match ``words``), each word is phonemized alone and the sentences joined. ``replacements``
+        (word index -> phonemes: a lexicon's phoneme entries) take the place of those words' own phonemes."""
+        replacements = replacements or {}
         sentences = self.voice.phonemize(text)
         if sum(_count_words(s) for s in sentences) == len(words):
-            return sentences
+            return inject_phonemes(sentences, replacements)
         joined: list[str] = []
-        for word in words:
+        for n, word in enumerate(words):
             spoken = [p for s in self.voice.phonemize(word) for p in s if p not in _SPEECHLESS]
             spoken = [p for p in spoken if p != _BOUNDARY] or list(unicodedata.normalize("NFD", word))
-            joined += ([_BOUNDARY] if joined else []) + spoken
+            joined += ([_BOUNDARY] if joined else []) + replacements.get(n, spoken)
         return [joined + ["."]]
+
+    def ipa_phonemes(self, ipa: str) -> list[str]:
+        """A lexicon's IPA as this voice's phonemes (one per code point, as Piper's phonemizer gives them);
+        symbols the voice has no id for are left out."""
+        known = self.voice.config.phoneme_id_map
+        return [p for p in unicodedata.normalize("NFD", ipa) if p in known and p != _BOUNDARY]
 
     def synthesize(
         self, tokens: list[ScriptToken], voice: Voice, *, speed: float = 1.0, seed: int | None = None
@@ -163,7 +198,12 @@ class PiperSynthesizer(Synthesizer):
         spans: list[SpokenWord] = []
         offset = 0
         exact = True
-        for n, phonemes in enumerate(self.sentence_phonemes(spoken, text)):
+        replacements, position = {}, 0
+        for token in tokens:
+            if token.phonemes and (phonemes := self.ipa_phonemes(token.phonemes)):
+                replacements[position] = phonemes  # a phoneme entry's token is one spoken word
+            position += len(token.spoken)
+        for n, phonemes in enumerate(self.sentence_phonemes(spoken, text, replacements)):
             for chunk in self.voice.synthesize(_raw(phonemes), syn_config=config, include_alignments=True):
                 if n and pieces:
                     pieces.append(pause)

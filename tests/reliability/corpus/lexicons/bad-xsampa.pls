@@ -1,0 +1,5 @@
+<?xml version="1.0" encoding="UTF-8"?>
+<lexicon version="1.0" xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" alphabet="x-sampa" xml:lang="en-US">
+  <lexeme><grapheme>SQL</grapheme><alias>sequel</alias></lexeme>
+  <lexeme><grapheme>Nguyen</grapheme><phoneme>ŋwiən</phoneme></lexeme>
+</lexicon>

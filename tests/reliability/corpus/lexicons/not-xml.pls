@@ -1,0 +1,2 @@
+grapheme: SQL
+alias: sequel

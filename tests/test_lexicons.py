@@ -1,0 +1,287 @@
+"""Pronunciation lexicons through the real parts: lexicons stored in the local S3 server, planning, espeak-ng,
+Piper, pocketsphinx and the render step. Malformed lexicons are in the bad-input corpus
+(tests/reliability/badinput.py, one test per file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pysubs2
+import pytest
+
+from narration import cli
+from narration.layout import BatchLayout
+from narration.lexicons import LexiconError, LexiconLibrary, apply_pronunciations, parse_lexicon, upload_lexicon
+from narration.normalize import normalize_script
+from narration.pipeline import _tokens, align_chunk, load_chunk, synthesis_cache_key, synthesize_chunk
+from narration.plan import BatchOptions, load_plan, load_quarantine, plan_batch
+from narration.render import render_chunk
+from narration.schema import ItemSpec, Pronunciation, SynthesisRecord, TimingRecord
+from narration.settings import Settings
+from narration.synth.base import Voice
+from narration.synth.espeak import EspeakSynthesizer, espeak_engine
+from tests.dag_runs import jsonl
+
+CORPUS = Path(__file__).resolve().parent / "reliability" / "corpus" / "lexicons"
+PLS_HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<lexicon version="1.0" '
+            'xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" alphabet="ipa" xml:lang="en-US">\n')
+
+
+def pls(*lexemes: str) -> bytes:
+    return (PLS_HEAD + "".join(f"  <lexeme>{x}</lexeme>\n" for x in lexemes) + "</lexicon>\n").encode()
+
+
+def alias(grapheme: str, said: str) -> str:
+    return f"<grapheme>{grapheme}</grapheme><alias>{said}</alias>"
+
+
+def phoneme(grapheme: str, ipa: str) -> str:
+    return f"<grapheme>{grapheme}</grapheme><phoneme>{ipa}</phoneme>"
+
+
+def plan(storage, batch: str, *lines: dict, lexicons: list[str] | None = None):
+    storage.put_bytes(f"incoming/{batch}.jsonl", jsonl(*lines))
+    return plan_batch(storage, Settings(), batch, [f"incoming/{batch}.jsonl"],
+                      BatchOptions(chunk_size=10, lexicons=lexicons or []), {"narrator"})
+
+
+def test_the_pls_and_csv_forms_read_alike_and_x_sampa_becomes_ipa():
+    from_pls = parse_lexicon("names", (CORPUS / "names.pls").read_bytes(), "names.pls")
+    from_csv = parse_lexicon("names", (CORPUS / "names.csv").read_bytes(), "names.csv")
+    readings = {k: (e.grapheme, e.alias, e.phonemes) for k, e in from_pls.entries.items()}
+    assert readings == {k: (e.grapheme, e.alias, e.phonemes) for k, e in from_csv.entries.items()}
+    assert readings == {"nguyen": ("Nguyen", None, "ŋwiən"), "sql": ("SQL", "sequel", None),
+                        "worcester": ("Worcester", None, "ˈwʊstər")}  # "wUst@r in X-SAMPA
+    assert (from_pls.alphabet, from_pls.language, from_pls.entries["sql"].line) == ("ipa", "en-US", 9)
+
+
+def test_an_error_names_the_file_the_line_the_entry_and_the_reason():
+    bad = pls(alias("SQL", "sequel"), phoneme("Worcester", "wʊst@"))
+    with pytest.raises(LexiconError) as refused:
+        parse_lexicon("names", bad, "names.pls", "s3://b/lexicons/names.pls")
+    error = refused.value
+    assert (error.source, error.line, error.entry) == ("s3://b/lexicons/names.pls", 4, "Worcester")
+    assert str(error) == ("s3://b/lexicons/names.pls:4: entry 'Worcester': phoneme 'wʊst@': symbol '@' (U+0040) "
+                          "is not IPA; use ə; '@' is X-SAMPA (alphabet=\"x-sampa\")")
+
+
+def test_an_alias_changes_the_spoken_words_and_not_the_subtitles(storage, narrator):
+    upload_lexicon(storage, "names", pls(alias("SQL", "sequel"), alias("Worcester", "wuster")), "names.pls")
+    text = "She moved to Worcester to teach SQL."
+    planned = plan(storage, "alias", {"id": "with", "text": text, "lexicons": ["names"]}, {"id": "without",
+                                                                                          "text": text})
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "csv"]}))
+    assert {i.status.value for i in render.items} == {"done"}
+    layout = BatchLayout("alias")
+
+    records = {i: SynthesisRecord.model_validate(storage.get_json(layout.synthesis(i))) for i in ("with", "without")}
+    spoken = {i: [w for t in r.tokens for w in t.spoken] for i, r in records.items()}
+    assert spoken["with"] == ["she", "moved", "to", "wuster", "to", "teach", "sequel"]
+    assert spoken["without"] == ["she", "moved", "to", "worcester", "to", "teach", "sql"]
+    # espeak-ng spoke other words: its reference words and the audio's length say so
+    assert [w.spoken for w in records["with"].reference_words][-1] == "sequel"
+    assert [w.spoken for w in records["without"].reference_words][-1] == "sql"
+    assert records["with"].audio_seconds != records["without"].audio_seconds
+    assert records["with"].params["lexicon_entries"] == ["Worcester: alias 'wuster' (names)",
+                                                         "SQL: alias 'sequel' (names)"]
+
+    for item in ("with", "without"):
+        srt = pysubs2.SSAFile.from_string(storage.get_text(layout.subtitle(item, "srt")))
+        assert " ".join(event.plaintext.replace("\n", " ") for event in srt) == text
+    words_csv = storage.get_text(layout.subtitle("with", "csv"))
+    assert ",SQL.,sequel," in words_csv and ",Worcester,wuster," in words_csv
+
+
+def test_a_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator):
+    # /wɪn/ for "Nguyen": espeak-ng must then say exactly what it says for the word "win".
+    upload_lexicon(storage, "names", pls(phoneme("Nguyen", "ˈwɪn")), "names.pls")
+    planned = plan(storage, "phoneme", {"id": "lex", "text": "Mister Nguyen called.", "lexicons": ["names"]})
+    [item] = planned.items
+    assert item.pronunciations == [Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")]
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    layout = BatchLayout("phoneme")
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("lex")))
+    assert record.tokens[1].phonemes == "ˈwɪn" and record.tokens[1].spoken == ["nguyen"]
+    assert record.params["lexicon_entries"] == ["Nguyen: phonemes /ˈwɪn/ spoken by espeak (names)"]
+
+    from narration.audio import from_wav_bytes
+
+    audio, rate = from_wav_bytes(storage.get_bytes(layout.audio("lex")))
+    synth = EspeakSynthesizer(settings)
+    synth.load()
+    voice = Voice("narrator", "en", "")
+    as_win = synth.synthesize(normalize_script("Mister win called."), voice)
+    as_written = synth.synthesize(normalize_script("Mister Nguyen called."), voice)
+    assert espeak_engine().phonemes("win") == ["w", "'I", "n"]
+    # espeak-ng's takes of one text differ by a few samples (measured: up to 25); its reading of "Nguyen" is 72 ms
+    # longer than "win"
+    assert abs(len(audio) - len(as_win.audio)) < 100 < abs(len(as_written.audio) - len(as_win.audio)) - 1000
+    spans = {name: [(w.start_ms, w.end_ms) for w in out.reference_words]
+             for name, out in (("win", as_win), ("written", as_written))}
+    entry_spans = [(w.start_ms, w.end_ms) for w in record.reference_words]
+    assert all(abs(a - b) <= 5 for x, y in zip(entry_spans, spans["win"]) for a, b in zip(x, y))
+    assert spans["written"][1][1] - spans["win"][1][1] > 50
+
+    result = align_chunk(storage, settings, chunk)
+    assert [i.status.value for i in result.items] == ["aligned"]
+    timing = TimingRecord.model_validate(storage.get_json(layout.timing("lex", "pocketsphinx")))
+    reference = {w.text: w.start_ms for w in record.reference_words}
+    nguyen = timing.words[1]
+    assert nguyen.text == "Nguyen" and nguyen.timed and abs(nguyen.start_ms - reference["Nguyen"]) <= 60
+
+
+def test_pocketsphinx_holds_the_converted_pronunciation():
+    from narration.align.pocketsphinx import PocketsphinxAligner
+
+    item = ItemSpec(item_id="p", text="Mister Nguyen called.", voice="narrator", manifest="m", line=1,
+                    pronunciations=[Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
+    tokens = _tokens(item)
+    synth = EspeakSynthesizer(Settings())
+    synth.load()
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    aligner = PocketsphinxAligner(Settings())
+    aligner.load()
+    words = aligner.align(out.audio, out.sample_rate, tokens, "en")
+    assert aligner.added_words == {"nguyen_lexicon1": "W IH N"}
+    assert aligner._decoder.lookup_word("nguyen_lexicon1") == "W IH N"
+    assert aligner._decoder.lookup_word("nguyen") != "W IH N"  # the shared dictionary's word is left alone
+    assert all(w.timed for w in words)
+
+
+def test_a_phoneme_entry_reaches_piper():
+    pytest.importorskip("piper")
+    from narration.synth.piper import PiperSynthesizer
+
+    synth = PiperSynthesizer(Settings())
+    synth.load()
+    item = ItemSpec(item_id="p", text="Mister Nguyen called.", voice="narrator", manifest="m", line=1,
+                    pronunciations=[Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
+    tokens = _tokens(item)
+    spoken = [w for t in tokens for w in t.spoken]
+    default = synth.sentence_phonemes(spoken, "Mister nguyen called.")
+    injected = synth.sentence_phonemes(spoken, "Mister nguyen called.", {1: synth.ipa_phonemes("ˈwɪn")})
+    words = "".join(injected[0]).split(" ")
+    assert words[1] == "ˈwɪn" and "".join(default[0]).split(" ")[1] != "ˈwɪn"
+    assert words[0] == "".join(default[0]).split(" ")[0] and words[2] == "".join(default[0]).split(" ")[2]
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    assert out.params["word_timings"] == "piper phoneme durations" and len(out.reference_words) == 3
+
+
+def test_a_line_names_an_unknown_lexicon_and_is_quarantined(storage, narrator):
+    upload_lexicon(storage, "names", pls(alias("SQL", "sequel")), "names.pls")
+    planned = plan(storage, "ghost", {"id": "ok", "text": "Learn SQL.", "lexicons": "names"},
+                   {"id": "bad", "text": "Learn SQL.", "lexicons": ["names", "ghost"]})
+    assert [i.item_id for i in planned.items] == ["ok"]
+    [line] = load_quarantine(storage, "ghost")
+    assert (line.manifest, line.line, line.field) == ("ghost.jsonl", 2, "lexicons")
+    assert line.reason == "unknown lexicon(s) ['ghost']; lexicons in the library: names"
+
+
+def test_a_malformed_lexicon_fails_planning_naming_its_file_line_and_entry(storage, narrator):
+    storage.put_bytes("lexicons/broken.pls", pls(alias("SQL", "sequel"), "<grapheme>Nguyen</grapheme>"))
+    with pytest.raises(LexiconError) as refused:
+        plan(storage, "broken", {"id": "a", "text": "Mr. Nguyen."}, {"id": "b", "text": "SQL.",
+                                                                     "lexicons": ["broken"]})
+    expected = (f"{storage.uri('lexicons/broken.pls')}:4: entry 'Nguyen': the entry has neither an alias nor a "
+                "phoneme")
+    assert str(refused.value) == expected
+    recorded = load_plan(storage, "broken")
+    assert recorded.error == expected and recorded.items == [] and recorded.chunks == []
+
+    with pytest.raises(LexiconError, match=r"^lexicons \(Param\): unknown lexicon 'ghost'; lexicons in the "
+                                           r"library: broken$"):
+        plan(storage, "param", {"id": "c", "text": "Hello."}, lexicons=["ghost"])
+
+
+def test_a_later_lexicon_wins_and_matching_ignores_case_and_punctuation(storage):
+    upload_lexicon(storage, "first", pls(alias("SQL", "sequel"), alias("GIF", "jif")), "first.pls")
+    upload_lexicon(storage, "second", b"grapheme,alias\nsql,ess queue ell\n", "second.csv")
+    library = LexiconLibrary(storage)
+    tokens = normalize_script("(sql), Gif and SQL.")
+    found = library.resolve(["first", "second"], tokens)
+    assert found == [Pronunciation(grapheme="sql", alias="ess queue ell", lexicon="second"),
+                     Pronunciation(grapheme="GIF", alias="jif", lexicon="first")]
+    applied = apply_pronunciations(tokens, found, "en-us")
+    assert [t.spoken for t in applied] == [["ess", "queue", "ell"], ["jif"], ["and"], ["ess", "queue", "ell"]]
+    assert [t.original for t in applied] == [t.original for t in tokens]
+
+
+def test_changing_an_entry_renarrates_exactly_the_items_that_use_it(storage, narrator):
+    upload_lexicon(storage, "names", pls(alias("SQL", "sequel"), alias("Worcester", "wuster")), "names.pls")
+    lines = ({"id": "sql", "text": "We teach SQL."}, {"id": "town", "text": "We live in Worcester."},
+             {"id": "plain", "text": "We read books."})
+    settings = Settings()
+    first = plan(storage, "cache", *lines, lexicons=["names"])
+    chunk = load_chunk(storage, first.chunks[0].key)
+    assert synthesize_chunk(storage, settings, chunk).skipped == 0
+
+    upload_lexicon(storage, "names", pls(alias("SQL", "ess queue ell"), alias("Worcester", "wuster")),
+                   "names.pls", replace=True)
+    second = plan(storage, "cache", *lines, lexicons=["names"])
+
+    def keys(planned):
+        return {i.item_id: synthesis_cache_key(i, "espeak", "etag", {}) for i in planned.items}
+
+    before, after = keys(first), keys(second)
+    assert [i for i in before if before[i] != after[i]] == ["sql"]
+    rerun = synthesize_chunk(storage, settings, load_chunk(storage, second.chunks[0].key))
+    assert (rerun.model_loads, rerun.skipped) == (1, 2)
+    record = SynthesisRecord.model_validate(storage.get_json(BatchLayout("cache").synthesis("sql")))
+    assert record.tokens[-1].spoken == ["ess", "queue", "ell"]
+    # an item that matches no entry keeps the key it had before lexicons existed
+    plain = next(i for i in second.items if i.item_id == "plain")
+    assert plain.pronunciations == []
+    assert after["plain"] == synthesis_cache_key(plain.model_copy(update={"pronunciations": []}), "espeak", "etag",
+                                                 {})
+
+
+def test_the_lexicons_commands_upload_list_show_and_delete(storage, tmp_path, capsys):
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["lexicons", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("upload", "names", str(CORPUS / "names.pls"))
+    assert code == 0, err
+    assert out.strip() == (f"uploaded lexicon names to {storage.uri('lexicons/names.pls')}: 3 entries "
+                           "(1 aliases, 2 phonemes)")
+    code, out, _ = run("upload", "names", str(CORPUS / "names.csv"))
+    assert code == 2  # exists: refused without --force
+    code, out, _ = run("upload", "names", str(CORPUS / "names.csv"), "--force")
+    assert code == 0 and list(storage.list_keys("lexicons/")) == ["lexicons/names.csv"]  # the .pls is replaced
+
+    code, out, _ = run("list")
+    header, row = out.strip().splitlines()
+    assert header.split() == ["LEXICON", "FORMAT", "ALPHABET", "LANG", "ENTRIES", "ALIASES", "PHONEMES"]
+    assert row.split() == ["names", "csv", "-", "-", "3", "1", "2"]
+    code, out, _ = run("show", "names", "--json")
+    shown = json.loads(out.strip().splitlines()[-1])
+    assert [(e["grapheme"], e["alias"], e["phonemes"], e["line"]) for e in shown["entries"]] == [
+        ("Nguyen", None, "ŋwiən", 2), ("SQL", "sequel", None, 3), ("Worcester", None, "ˈwʊstər", 4)]
+
+    broken = tmp_path / "broken.pls"
+    broken.write_bytes((CORPUS / "no-grapheme.pls").read_bytes())
+    code, out, err = run("upload", "broken", str(broken))
+    assert code == 2 and out == ""
+    assert err.strip() == f"narration lexicons upload: error: {broken}:5: <lexeme> has no <grapheme>"
+    assert list(storage.list_keys("lexicons/")) == ["lexicons/names.csv"]  # nothing stored
+
+    storage.put_bytes("lexicons/raw.pls", (CORPUS / "no-grapheme.pls").read_bytes())  # stored around the checks
+    code, out, _ = run("list")
+    assert code == 0 and out.strip().splitlines()[2].split()[:5] == ["raw", "pls", "-", "-", "0"]
+    assert out.strip().endswith(f"unusable: {storage.uri('lexicons/raw.pls')}:5: <lexeme> has no <grapheme>")
+    storage.delete("lexicons/raw.pls")
+
+    code, out, _ = run("delete", "names")
+    assert code == 0 and out.strip() == f"deleted lexicon names ({storage.uri('lexicons/names.csv')})"
+    code, out, err = run("show", "names")
+    assert code == 2 and "no lexicon 'names'" in err
+    code, out, _ = run("list")
+    assert out.strip() == f"no lexicons under {storage.uri('lexicons/')}"
