@@ -118,6 +118,7 @@ class PiperSynthesizer(Synthesizer):
     so ``seed`` is ignored and recorded as such."""
 
     name = "piper"
+    segment_seconds = None  # a long item is spoken one sentence at a time, as Piper phonemizes it
 
     def load(self) -> None:
         from piper import PiperVoice
