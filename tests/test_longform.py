@@ -263,10 +263,11 @@ def test_long_items_get_their_own_chunks_and_a_budget_that_grows_with_their_text
     plan = plan_lines(storage, "chunks", *lines, chunk_size=16)
     assert [c.item_ids for c in plan.chunks] == [["s0", "s1", "s2"], ["long"]]
     short, long = (c.model_dump() for c in plan.chunks)
-    assert long["chars"] == len(long_text)
+    assert (short["longform_chars"], long["longform_chars"]) == (0, len(long_text))
     assert chunk_time_budget(short) == timedelta(seconds=settings.worker_timeout_base_s
                                                  + 3 * settings.worker_timeout_per_item_s)
     assert chunk_time_budget(long) == timedelta(seconds=settings.worker_timeout_base_s
+                                                + settings.worker_timeout_per_item_s
                                                 + settings.worker_timeout_per_kchar_s * len(long_text) / 1000)
     assert chunk_time_budget(long) > chunk_time_budget(short)
 
@@ -291,3 +292,32 @@ def test_the_chaos_rule_for_segments_is_parsed():
     from narration.dev.faults import active_rules
 
     assert active_rules({ENV_VAR: '{"step": "synthesize", "kill_after_segments": 3}'})[0].kill_after_segments == 3
+
+
+def test_true_peak_in_blocks_equals_oversampling_the_whole_master():
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    from narration.loudness import PEAK_BLOCK_SAMPLES, oversampled_peaks, true_peak_dbtp
+
+    audio = (np.random.default_rng(7).standard_normal(2 * PEAK_BLOCK_SAMPLES + 12_345) * 0.3).astype(np.float32)
+    whole = np.abs(resample_poly(audio.astype(np.float64), 4, 1)).reshape(len(audio), 4).max(axis=1)
+    assert np.array_equal(oversampled_peaks(audio), whole)
+    assert true_peak_dbtp(audio) == pytest.approx(20 * np.log10(whole.max()), abs=1e-12)
+
+
+def test_a_csv_line_carries_paragraphs_in_its_text_and_chapters_as_a_json_cell():
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "text", "chapters"])
+    writer.writerow(["story", TEXT, json.dumps([{"title": "Evening", "paragraph": 3}])])
+    writer.writerow(["bad", TEXT, "[{\"title\": \"Evening\"}"])
+    parsed = parse_manifest("desk.csv", out.getvalue().encode(), ValidationContext(settings=Settings(),
+                                                                                 voices={"narrator"}))
+    assert [(i.item_id, i.paragraphs, [c.title for c in i.chapters]) for i in parsed.items] == \
+        [("story", [11, 24], ["Evening"])]
+    assert [(e.line, e.field) for e in parsed.errors] == [(7, "chapters")]  # the story row spans lines 2-6
+    assert "must be a JSON list" in parsed.errors[0].reason

@@ -26,7 +26,8 @@ class ChunkRef(BaseModel):
     key: str
     label: str
     item_ids: list[str]
-    chars: int = Field(0, description="Characters of the chunk's texts: its time budget grows with them.")
+    longform_chars: int = Field(0, description="Characters of the chunk's long items (0 for a chunk of short "
+                                "items): its time budget grows with them.")
 
 
 class ManifestSummary(BaseModel):
@@ -84,6 +85,7 @@ def write_chunks(storage: Storage, batch_id: str, items: list[ItemSpec], options
     prefix = "f" if fallback else "c"
     layout = BatchLayout(batch_id)
     chunks = []
+    settings = settings or Settings()
     for number, group in enumerate(chunk_items(items, options.chunk_size, settings)):
         chunk_id = f"{prefix}{number:04d}"
         spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group, fallback=fallback,
@@ -91,7 +93,8 @@ def write_chunks(storage: Storage, batch_id: str, items: list[ItemSpec], options
         key = storage.put_json(layout.chunk(chunk_id), spec)
         ids = [i.item_id for i in group]
         chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=chunk_label(chunk_id, ids, fallback),
-                               item_ids=ids, chars=sum(len(i.text) for i in group)))
+                               item_ids=ids,
+                               longform_chars=sum(len(i.text) for i in group if is_long(i, settings))))
     return chunks
 
 

@@ -64,9 +64,8 @@ class Settings(BaseSettings):
                                          "chunk (process or container start, model load).")
     worker_timeout_per_item_s: float = Field(120.0, gt=0, description="Added to a step's time budget for each "
                                              "item of its chunk; the task is killed when the budget runs out.")
-    worker_timeout_per_kchar_s: float = Field(120.0, gt=0, description="The budget by text size: this much per "
-                                              "1,000 characters of the chunk, when that is more than the "
-                                              "per-item budget (long items).")
+    worker_timeout_per_kchar_s: float = Field(120.0, gt=0, description="Added to the budget of a chunk holding "
+                                              "a long item for each 1,000 characters of its text.")
     batch_timeout_h: float = Field(12.0, gt=0, description="A batch run still running after this long fails.")
     batch_deadline_h: float = Field(4.0, ge=0, description="A batch still running this long after it was "
                                     "queued raises the late-batch alert; 0 turns the alert off (needed under "
