@@ -421,9 +421,10 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
                         start_ms=start_ms, end_ms=round((frame + header.frames) * 1000 / rate), start_frame=frame,
                         frames=header.frames, pause_after_ms=segment.pause_after_ms, paragraph=segment.paragraph,
                         chapter=segment.chapter, seed=seed, audio_key=record.audio_key, reused=reused))
-                    if reference is not None:
-                        reference = None if record.reference_words is None else \
-                            reference + _shifted(record.reference_words, start_ms)
+                    if record.reference_words is None:
+                        reference = None
+                    elif reference is not None:
+                        reference.extend(_shifted(record.reference_words, start_ms))
                     first_params = first_params or record.params
                     attempts = max(attempts, record.attempts)
                     if record.asr_wer is not None:
