@@ -321,3 +321,29 @@ def test_a_csv_line_carries_paragraphs_in_its_text_and_chapters_as_a_json_cell()
         [("story", [11, 24], ["Evening"])]
     assert [(e.line, e.field) for e in parsed.errors] == [(7, "chapters")]  # the story row spans lines 2-6
     assert "must be a JSON list" in parsed.errors[0].reason
+
+
+def test_a_dag_run_narrates_a_long_item_in_its_own_chunk_beside_short_ones(storage, narrator, airflow_db,
+                                                                           monkeypatch):
+    from tests.dag_runs import only_batch_id, results, run_dag, states, task_instances
+
+    for name in ("NARRATION_GOOGLE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"):
+        monkeypatch.delenv(name, raising=False)
+    storage.put_bytes("incoming/mixed.jsonl", jsonl(
+        {"id": "a", "text": "A short line first."},
+        {"id": "story", "text": TEXT, "chapters": [{"title": "Morning", "paragraph": 1},
+                                                  {"title": "Evening", "paragraph": 3}]},
+        {"id": "b", "text": "And a short line after it."}))
+    dag_run = run_dag({"chunk_size": 16})
+    assert str(dag_run.state) in ("success", "DagRunState.SUCCESS")
+    batch_id = only_batch_id(storage)
+    rows = results(storage, batch_id)
+    assert {item_id: row["status"] for item_id, row in rows.items()} == {"a": "done", "story": "done", "b": "done"}
+    tis = task_instances(dag_run)
+    assert [ti.rendered_map_index for ti in tis["synthesize"]] == ["c0000 a..b (2)", "c0001 story (1)"]
+    assert states(tis["synthesize"]) == ["success", "success"]
+    plan = storage.get_json(BatchLayout(batch_id).plan)
+    assert [c["longform_chars"] for c in plan["chunks"]] == [0, len(" ".join(PARAGRAPHS))]
+    words = storage.get_json(rows["story"]["json_key"])
+    assert [c["title"] for c in words["chapters"]] == ["Morning", "Evening"]
+    assert rows["story"]["chapters_key"].endswith("/story/chapters.vtt")
