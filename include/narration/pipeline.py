@@ -437,8 +437,10 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
             writer.flush()  # every segment is in S3 before the master that is made of them
             audio_key = storage.upload_file(layout.audio(item.item_id), path)
         reused_count = sum(span.reused for span in spans)
-        quality = quality or {"voice_cloning": synth.clones_voice}
-        if checks is not None and len(spans) > 1:
+        if quality is None:  # every segment was reused: no audio was judged in this run
+            quality = {"voice_cloning": synth.clones_voice,
+                       "quality_notes": ["quality checks not run: every segment was made by an earlier run"]}
+        elif checks is not None and len(spans) > 1:
             quality["quality_notes"] = [*quality.get("quality_notes", []),
                                         f"quality checks judged the first synthesised segment of {len(spans)}"]
         elapsed = time.perf_counter() - t0
