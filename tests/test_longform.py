@@ -347,3 +347,11 @@ def test_a_dag_run_narrates_a_long_item_in_its_own_chunk_beside_short_ones(stora
     words = storage.get_json(rows["story"]["json_key"])
     assert [c["title"] for c in words["chapters"]] == ["Morning", "Evening"]
     assert rows["story"]["chapters_key"].endswith("/story/chapters.vtt")
+
+
+def test_force_rerender_synthesises_every_segment_again(storage, narrator):
+    _, chunk = long_item_chunk(storage, "forced")
+    synthesize_chunk(storage, Settings(), chunk)
+    synthesize_chunk(storage, Settings(), chunk.model_copy(update={"params": {"force": True}}))
+    record = SynthesisRecord.model_validate(storage.get_json(BatchLayout("forced").synthesis("story")))
+    assert [s.reused for s in record.segments] == [False] * 6

@@ -228,7 +228,8 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
                     if is_long(item, settings):
                         base_key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
                         results.append(_synthesize_long_item(storage, layout, synth, synth_cls, item, key, base_key,
-                                                             voice_dir, clock, writer, checks, settings))
+                                                             voice_dir, clock, writer, checks, settings,
+                                                             reuse_segments=not force))
                     else:
                         results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
                                                         checks))
@@ -347,8 +348,8 @@ def _shifted(words: list[WordTiming] | None, offset_ms: int) -> list[WordTiming]
 
 
 def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: ItemSpec, key: str, base_key: str,
-                          voice_dir: str, clock: _Clock, writer: WriteBehind, checks, settings: Settings
-                          ) -> ItemResult:
+                          voice_dir: str, clock: _Clock, writer: WriteBehind, checks, settings: Settings,
+                          reuse_segments: bool = True) -> ItemResult:
     """A long item, segment by segment: each segment's audio and record go to S3 as soon as it is made (a killed
     worker resumes at the first segment without them), and the segments are streamed into one master WAV with the
     pauses the text asks for; only a few segments' audio are ever in memory."""
@@ -360,7 +361,7 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
     try:
         voice = materialise_voice(storage, item.voice, voice_dir)
         segments = segment_tokens(tokens, item, synth_cls, settings)
-        finished = _finished_segments(storage, layout, item)
+        finished = _finished_segments(storage, layout, item) if reuse_segments else {}  # force_rerender
         spans: list[SegmentSpan] = []
         reference: list[WordTiming] | None = []
         first_params: dict = {}
