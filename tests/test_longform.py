@@ -355,3 +355,28 @@ def test_force_rerender_synthesises_every_segment_again(storage, narrator):
     synthesize_chunk(storage, Settings(), chunk.model_copy(update={"params": {"force": True}}))
     record = SynthesisRecord.model_validate(storage.get_json(BatchLayout("forced").synthesis("story")))
     assert [s.reused for s in record.segments] == [False] * 6
+
+
+def test_the_google_fallback_times_a_long_item_window_by_window(storage, narrator, monkeypatch):
+    from narration.dev.speech_server import LocalSpeechServer
+
+    _, chunk = long_item_chunk(storage, "googled")
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    routed = chunk.model_copy(update={"timing_method": "google"})
+    assert [i.status.value for i in align_chunk(storage, settings, routed).items] == ["needs_fallback"]
+    with LocalSpeechServer() as server:
+        monkeypatch.setenv("NARRATION_GOOGLE_ENDPOINT", server.address)
+        monkeypatch.setenv("NARRATION_GOOGLE_INSECURE", "true")
+        fallback = align_chunk(storage, Settings(), routed.model_copy(update={"fallback": True}))
+        assert server.calls == 6, "one recognition per segment window"
+    assert [i.status.value for i in fallback.items] == ["aligned"]
+    layout = BatchLayout("googled")
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+    words = TimingRecord.model_validate(storage.get_json(layout.timing("story", "google"))).words
+    timed = [w for w in words if w.timed]
+    assert len(timed) >= 0.8 * len(words) and {w.source for w in words} == {"google"}
+    assert [w.start_ms for w in timed] == sorted(w.start_ms for w in timed)
+    for span in record.segments:
+        for w in words[span.first_token:span.end_token]:
+            assert not w.timed or span.start_ms <= w.start_ms <= w.end_ms <= span.end_ms + 100  # 100 ms grid
