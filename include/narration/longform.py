@@ -15,6 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from narration.errors import ItemFault
 from narration.normalize import sentences, spoken_text
 from narration.schema import Chapter, ChapterMark, ItemSpec, ScriptToken, SegmentSpan
 from narration.settings import Settings
@@ -24,7 +25,7 @@ MAX_CHAPTER_TITLE_CHARS = 200
 _BLANK = re.compile(r"[ \t\r\f\v]*")
 
 
-class LongformTextError(ValueError):
+class LongformTextError(ItemFault, ValueError):
     """A text's paragraphs or headings cannot be used; ``line`` is the 1-based line of the text at fault."""
 
     def __init__(self, line: int, reason: str):
