@@ -380,3 +380,18 @@ def test_the_google_fallback_times_a_long_item_window_by_window(storage, narrato
     for span in record.segments:
         for w in words[span.first_token:span.end_token]:
             assert not w.timed or span.start_ms <= w.start_ms <= w.end_ms <= span.end_ms + 100  # 100 ms grid
+
+
+def test_a_run_on_sentence_is_cut_at_clauses_then_words_so_no_segment_is_unbounded():
+    settings = Settings(longform_min_chars=120)
+    clause = "the tide came in over the flats and the birds rose from the water"
+    text = ", ".join([clause] * 6) + " " + " ".join(["onwards"] * 40)  # one sentence, no full stop anywhere
+    item = ItemSpec(item_id="x", text=text, voice="narrator", manifest="m.jsonl", line=1)
+    tokens = _tokens(item)
+    segments = segment_tokens(tokens, item, EspeakSynthesizer, settings)
+    from narration.normalize import spoken_text
+
+    assert [t for s in segments for t in s.tokens] == tokens
+    assert all(len(spoken_text(s.tokens)) <= 120 for s in segments)
+    assert all(s.tokens[-1].original.endswith(",") for s in segments[:3])  # clause ends first
+    assert len(segments) > 4

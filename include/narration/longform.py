@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from narration.errors import ItemFault
-from narration.normalize import sentences, spoken_text
+from narration.normalize import is_clause_end, sentences, spoken_text
 from narration.schema import Chapter, ChapterMark, ItemSpec, ScriptToken, SegmentSpan
 from narration.settings import Settings
 
@@ -139,10 +139,34 @@ def chapter_of(paragraph: int, chapters: list[Chapter]) -> int | None:
     return found
 
 
+def _split_long_sentence(sentence: list[ScriptToken], cap: int) -> list[list[ScriptToken]]:
+    """A sentence of more than ``cap`` spoken characters cut at clause ends (commas, semicolons, dashes) and,
+    where a clause is still longer, between words: what one synthesis call may hold stays bounded."""
+    if len(spoken_text(sentence)) <= cap:
+        return [sentence]
+    clauses: list[list[ScriptToken]] = [[]]
+    for token in sentence:
+        clauses[-1].append(token)
+        if is_clause_end(token.original):
+            clauses.append([])
+    pieces: list[list[ScriptToken]] = []
+    for clause in (c for c in clauses if c):
+        parts = [[token] for token in clause] if len(spoken_text(clause)) > cap else [clause]
+        for part in parts:
+            if pieces and len(spoken_text(pieces[-1])) + 1 + len(spoken_text(part)) <= cap:
+                pieces[-1] = pieces[-1] + part
+            else:
+                pieces.append(list(part))
+    return pieces
+
+
 def segment_tokens(tokens: list[ScriptToken], item: ItemSpec, synth_cls: type, settings: Settings) -> list[Segment]:
     """Cut the item's tokens into synthesis segments: never across a paragraph, never inside a sentence, each
-    at most :func:`max_segment_chars` long (a longer sentence stays whole); the pauses follow the text."""
+    at most :func:`max_segment_chars` long (a longer sentence stays whole, unless it is longer than
+    ``NARRATION_LONGFORM_MIN_CHARS``: then it is cut at clause ends, else between words); the pauses follow the
+    text."""
     limit = max_segment_chars(synth_cls, item.speed)
+    cap = max(limit or 0, settings.longform_min_chars)
     paragraphs = token_paragraphs(tokens, item.paragraphs)
     groups: list[tuple[int, list[ScriptToken]]] = []
     start = 0
@@ -151,7 +175,8 @@ def segment_tokens(tokens: list[ScriptToken], item: ItemSpec, synth_cls: type, s
         while end < len(tokens) and paragraphs[end] == paragraphs[start]:
             end += 1
         pieces: list[list[ScriptToken]] = []
-        for sentence in sentences(tokens[start:end]):
+        for sentence in (part for whole in sentences(tokens[start:end])
+                         for part in _split_long_sentence(whole, cap)):
             if pieces and limit is not None and \
                     len(spoken_text(pieces[-1])) + 1 + len(spoken_text(sentence)) <= limit:
                 pieces[-1] = pieces[-1] + sentence
