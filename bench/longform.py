@@ -136,7 +136,7 @@ def narrate(storage, settings, env: dict[str, str], text: str, words: int) -> di
     layout = BatchLayout(batch_id)
     synthesis = storage.get_json(layout.synthesis("programme"))
     timing = storage.get_json(layout.timing("programme", settings.aligner))
-    words_doc = storage.get_json(layout.subtitle("programme", "json"))
+    words_doc = storage.get_json_or_none(layout.subtitle("programme", "json")) or {"cues": []}  # none: not timed
     return {"steps": steps, "synthesis": synthesis, "timing": timing, "words_doc": words_doc}
 
 

@@ -47,7 +47,7 @@ def test_csv_with_header():
     "line, field, reason",
     [
         ({"id": "e1", "text": "   "}, "text", "text is empty"),
-        ({"id": "e2", "text": "x" * 1001}, "text", "over the limit of 1000"),
+        ({"id": "e2", "text": "x" * 100_001}, "text", "over the limit of 100000"),
         ('{"id": "e3", "text": "unterminated', None, "invalid JSON"),
         ({"id": "e4", "text": "Hi.", "colour": "red"}, "colour", "unknown field"),
         ({"id": "e5", "text": "Hi.", "voice": "nobody"}, "voice", "unknown voice 'nobody'"),

@@ -91,11 +91,13 @@ def chunk_label(chunk: dict) -> str:
 
 
 def chunk_time_budget(chunk: dict) -> timedelta:
-    """How long one step may take on this chunk: a fixed start-up allowance plus a per-item budget (settings
-    ``NARRATION_WORKER_TIMEOUT_BASE_S`` and ``NARRATION_WORKER_TIMEOUT_PER_ITEM_S``)."""
+    """How long one step may take on this chunk: a fixed start-up allowance, a per-item budget, and for a long
+    item a budget by its text's size (settings ``NARRATION_WORKER_TIMEOUT_BASE_S``,
+    ``NARRATION_WORKER_TIMEOUT_PER_ITEM_S`` and ``NARRATION_WORKER_TIMEOUT_PER_KCHAR_S``; the chunk's
+    ``longform_chars``), so a chunk holding a programme of an hour gets the time its text needs."""
     from narration.settings import Settings
 
     settings = Settings()
     items = len(chunk.get("item_ids") or ()) or 1
-    return timedelta(seconds=settings.worker_timeout_base_s + settings.worker_timeout_per_item_s * items)
-
+    by_text = settings.worker_timeout_per_kchar_s * int(chunk.get("longform_chars") or 0) / 1000
+    return timedelta(seconds=settings.worker_timeout_base_s + settings.worker_timeout_per_item_s * items + by_text)

@@ -82,6 +82,17 @@ class BatchLayout:
     def audio(self, item_id: str) -> str:
         return self.item_prefix(item_id) + "audio.wav"
 
+    def segment_audio(self, item_id: str, index: int) -> str:
+        """A long item's synthesis segment (its audio before joining into the master)."""
+        return self.item_prefix(item_id) + f"segments/{index:05d}.wav"
+
+    def segment_record(self, item_id: str, index: int) -> str:
+        """The segment's record: written after its audio, it says the segment is done and from what inputs."""
+        return self.item_prefix(item_id) + f"segments/{index:05d}.json"
+
+    def segments_prefix(self, item_id: str) -> str:
+        return self.item_prefix(item_id) + "segments/"
+
     def synthesis(self, item_id: str) -> str:
         return self.item_prefix(item_id) + "synthesis.json"
 

@@ -21,6 +21,10 @@ TRUE_PEAK_OVERSAMPLING = 4  # BS.1770-4 Annex 2: true peak from 4x oversampled a
 LIMITER_WINDOW_S = 0.005
 PEAK_MARGIN_DB = 0.2  # limit a little under the ceiling: the measured true peak of the result varies by a few 0.01 dB
 MAX_PASSES = 6
+# True peak is measured in blocks with a margin wider than the oversampling filter's reach (10 input samples), so a
+# long master never holds its 4x oversampled copy; the result is identical to oversampling it whole.
+PEAK_BLOCK_SAMPLES = 1 << 18
+PEAK_BLOCK_MARGIN = 64
 
 
 class LoudnessError(ItemFault, ValueError):
@@ -46,10 +50,28 @@ def _db(linear: float) -> float:
     return 20 * math.log10(linear) if linear > 0 else -math.inf
 
 
+def _peak_blocks(audio: np.ndarray):
+    """(start, stop, per-sample oversampled peaks of audio[start:stop]) block by block."""
+    n = len(audio)
+    for start in range(0, n, PEAK_BLOCK_SAMPLES):
+        stop = min(n, start + PEAK_BLOCK_SAMPLES)
+        lo, hi = max(0, start - PEAK_BLOCK_MARGIN), min(n, stop + PEAK_BLOCK_MARGIN)
+        up = np.abs(resample_poly(np.asarray(audio[lo:hi], dtype=np.float64), TRUE_PEAK_OVERSAMPLING, 1))
+        block = up[: (hi - lo) * TRUE_PEAK_OVERSAMPLING].reshape(hi - lo, TRUE_PEAK_OVERSAMPLING).max(axis=1)
+        yield start, stop, block[start - lo:stop - lo]
+
+
+def oversampled_peaks(audio: np.ndarray) -> np.ndarray:
+    """Per sample, the highest absolute value of its 4x oversampled samples."""
+    peaks = np.empty(len(audio), dtype=np.float64)
+    for start, stop, block in _peak_blocks(audio):
+        peaks[start:stop] = block
+    return peaks
+
+
 def true_peak_dbtp(audio: np.ndarray) -> float:
     """True peak in dBTP: the highest absolute sample of the 4x oversampled signal."""
-    oversampled = resample_poly(np.asarray(audio, dtype=np.float64), TRUE_PEAK_OVERSAMPLING, 1)
-    return _db(float(np.max(np.abs(oversampled))) if len(oversampled) else 0.0)
+    return _db(max((float(block.max()) for _, _, block in _peak_blocks(audio)), default=0.0))
 
 
 def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
@@ -68,8 +90,7 @@ def _limit(audio: np.ndarray, sample_rate: int, ceiling_db: float) -> np.ndarray
     minimum filter and smoothed by a moving average of the same width, so the gain never exceeds what any
     nearby peak allows and has no sudden steps."""
     ceiling = 10 ** (ceiling_db / 20)
-    oversampled = np.abs(resample_poly(audio, TRUE_PEAK_OVERSAMPLING, 1))
-    peaks = oversampled[: len(audio) * TRUE_PEAK_OVERSAMPLING].reshape(len(audio), TRUE_PEAK_OVERSAMPLING).max(axis=1)
+    peaks = oversampled_peaks(audio)
     needed = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     width = max(1, int(LIMITER_WINDOW_S * sample_rate))
     spread = minimum_filter1d(needed, size=2 * width + 1, mode="nearest")

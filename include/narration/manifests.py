@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from narration.errors import ItemFault
 from narration.languages import SUPPORTED_LANGUAGES
+from narration.longform import MAX_CHAPTER_TITLE_CHARS, LongformTextError, heading_chapters, paragraphs_of
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
-from narration.schema import ItemSpec, LineError
+from narration.schema import Chapter, ItemSpec, LineError
 from narration.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ MARKUP = re.compile(
 # Trojan-source style bidirectional overrides: invisible, and they reorder what a reviewer reads.
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
+LONGFORM_TXT_SUFFIX = ".longform.txt"  # a .txt manifest that is one long item (blank lines: paragraphs)
 RAW_PREVIEW = 200
 MAX_METADATA_BYTES = 4096  # metadata travels in the plan and every chunk spec
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -51,6 +53,29 @@ CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\
 
 class ManifestError(ItemFault, ValueError):
     """The manifest as a whole cannot be used (wrong type, too large, no valid line)."""
+
+
+class ChapterField(BaseModel):
+    """One entry of a line's ``chapters``: a title and the 1-based paragraph of the text it starts at."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: str = Field(min_length=1, max_length=MAX_CHAPTER_TITLE_CHARS)
+    paragraph: int = Field(ge=1)
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _title_string(cls, value):
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__}")
+        return value
+
+    @field_validator("paragraph", mode="before")
+    @classmethod
+    def _paragraph_number(cls, value):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"must be a paragraph number, got {type(value).__name__}")
+        return value
 
 
 class ManifestLine(BaseModel):
@@ -67,12 +92,24 @@ class ManifestLine(BaseModel):
     metadata: dict = Field(default_factory=dict)
     lexicons: list[str] = Field(default_factory=list, description="Lexicon names applied after the batch's "
                                 "(a later entry wins); in CSV one cell, comma separated.")
+    chapters: list[ChapterField] | None = None
 
     @field_validator("lexicons", mode="before")
     @classmethod
     def _lexicon_names(cls, value):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("chapters", mode="before")
+    @classmethod
+    def _chapters_json(cls, value):
+        # A CSV cell carries the list as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON list of {{\"title\", \"paragraph\"}} objects ({exc.msg})") from None
         return value
 
     @field_validator("text", "id", "voice", "language", mode="before")
@@ -91,7 +128,7 @@ class ManifestLine(BaseModel):
         return value
 
 
-CSV_FIELDS = {"id", "text", "voice", "language", "speed", "seed", "lexicons"}
+CSV_FIELDS = {"id", "text", "voice", "language", "speed", "seed", "lexicons", "chapters"}
 
 
 @dataclass
@@ -172,14 +209,47 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return location, err["msg"].removeprefix("Value error, ")
 
 
+def _chapters(fields: ManifestLine, paragraphs, reject) -> list[Chapter] | LineError:
+    """The line's chapters: from its ``chapters`` field or its heading lines (not both), checked against its
+    paragraphs."""
+    from_headings = heading_chapters(paragraphs)
+    if fields.chapters is None:
+        return from_headings
+    if from_headings:
+        return reject("chapters", "give chapters either as heading lines ('# Title') in the text or as the "
+                                  "chapters field, not both")
+    previous = 0
+    for n, chapter in enumerate(fields.chapters):
+        unsafe = _unsafe_character(chapter.title)
+        if unsafe:
+            return reject(f"chapters.{n}.title", f"title contains {unsafe}")
+        if chapter.paragraph > len(paragraphs):
+            return reject(f"chapters.{n}.paragraph", f"paragraph {chapter.paragraph} does not exist: the text has "
+                                                     f"{len(paragraphs)} paragraph(s) (blank lines separate them)")
+        if chapter.paragraph <= previous:
+            return reject(f"chapters.{n}.paragraph", f"paragraph {chapter.paragraph} does not come after the "
+                                                     f"previous chapter's ({previous}): list chapters in order")
+        previous = chapter.paragraph
+    return [Chapter(title=c.title, paragraph=c.paragraph) for c in fields.chapters]
+
+
 def _check_line(
-    manifest: str, line_no: int, raw: str, fields: ManifestLine, ctx: ValidationContext, default_id: str
+    manifest: str, line_no: int, raw: str, fields: ManifestLine, ctx: ValidationContext, default_id: str,
+    text_lines_are_manifest_lines: bool = False,
 ) -> ItemSpec | LineError:
-    def reject(field_name: str | None, reason: str) -> LineError:
-        return LineError(manifest=manifest, line=line_no, field=field_name, reason=reason, raw=_preview(raw))
+    def reject(field_name: str | None, reason: str, at: int | None = None) -> LineError:
+        return LineError(manifest=manifest, line=line_no if at is None else at, field=field_name, reason=reason,
+                         raw=_preview(raw))
 
     settings = ctx.settings
-    text = TEXT_WHITESPACE.sub(" ", fields.text)
+    try:
+        paragraphs = paragraphs_of(fields.text)
+    except LongformTextError as exc:
+        if text_lines_are_manifest_lines:
+            return reject("text", exc.reason, at=line_no + exc.line - 1)
+        return reject("text", f"{exc.reason} (line {exc.line} of the text)")
+    texts = [TEXT_WHITESPACE.sub(" ", p.text.strip()) for p in paragraphs]
+    text = " ".join(texts)
     if not text:
         return reject("text", "text is empty")
     if len(text) > settings.max_text_chars:
@@ -231,6 +301,13 @@ def _check_line(
                                       f"{', '.join(known) or 'none'}")
         # a malformed lexicon raises LexiconError here: it fails the batch, not this line
         pronunciations = ctx.lexicons.resolve([*ctx.batch_lexicons, *fields.lexicons], speakable)
+    chapters = _chapters(fields, paragraphs, reject)
+    if isinstance(chapters, LineError):
+        return chapters
+    starts, word = [], 0
+    for paragraph_text in texts:
+        starts.append(word)
+        word += len(paragraph_text.split())
 
     if ctx.accepted >= settings.max_items_per_batch:
         return reject(None, f"batch limit of {settings.max_items_per_batch} items reached; line not processed")
@@ -250,6 +327,8 @@ def _check_line(
         line=line_no,
         metadata=fields.metadata,
         pronunciations=pronunciations,
+        paragraphs=starts[1:],
+        chapters=chapters,
     )
 
 
@@ -285,6 +364,25 @@ def _parse_txt(name: str, data: bytes, ctx: ValidationContext, out: ParsedManife
         out.lines_seen += 1
         out_item = _check_line(name, line_no, raw, ManifestLine(text=raw.strip()), ctx, _default_id(name, line_no))
         (out.items if isinstance(out_item, ItemSpec) else out.errors).append(out_item)
+
+
+def _parse_longform_txt(name: str, data: bytes, ctx: ValidationContext, out: ParsedManifest) -> None:
+    """A ``*.longform.txt`` manifest: the whole file is one item; blank lines separate paragraphs and a line
+    starting with ``# `` is a chapter heading."""
+    out.lines_seen += 1
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line_no = data[:exc.start].count(b"\n") + 1
+        out.errors.append(_undecodable(name, line_no, data.split(b"\n")[line_no - 1], exc, "text"))
+        return
+    text = text.replace("\r\n", "\n")
+    first_line = len(text) - len(text.lstrip())  # the item starts at its first non-blank line
+    line_no = text[:first_line].count("\n") + 1
+    stem = name[: -len(LONGFORM_TXT_SUFFIX)]
+    out_item = _check_line(name, line_no, text.strip()[:RAW_PREVIEW * 2], ManifestLine(text=text), ctx,
+                           _default_id(stem + ".txt", line_no), text_lines_are_manifest_lines=True)
+    (out.items if isinstance(out_item, ItemSpec) else out.errors).append(out_item)
 
 
 def _load_json_line(raw: str) -> tuple[object, str | None]:
@@ -417,5 +515,6 @@ def parse_manifest(name: str, data: bytes, ctx: ValidationContext) -> ParsedMani
     if data.startswith(UTF16_BOMS):
         raise ManifestError(f"{name}: the manifest is UTF-16 text; save it as UTF-8")
     out = ParsedManifest(name=name)
-    PARSERS[suffix](name, data, ctx, out)
+    parser = _parse_longform_txt if name.lower().endswith(LONGFORM_TXT_SUFFIX) else PARSERS[suffix]
+    parser(name, data, ctx, out)
     return out

@@ -29,6 +29,7 @@ from narration.dev.faults import FaultPlan
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
 from narration.lexicons import apply_pronunciations
+from narration.longform import is_long, pause_settings, segment_seed, segment_tokens
 from narration.normalize import normalize_script
 from narration.schema import (
     ChunkResult,
@@ -36,8 +37,11 @@ from narration.schema import (
     ItemResult,
     ItemSpec,
     ItemStatus,
+    SegmentRecord,
+    SegmentSpan,
     SynthesisRecord,
     TimingRecord,
+    WordTiming,
 )
 from narration.settings import Settings
 from narration.storage import Prefetch, Storage, WriteBehind
@@ -144,6 +148,18 @@ def synthesis_cache_key(item: ItemSpec, backend: str, voice_etag: str, params: d
                      voice_etag, params, *lexicon)
 
 
+def longform_cache_key(item: ItemSpec, base_key: str, settings: Settings) -> str:
+    """A long item's synthesis key: what its segments are made from (``base_key``) plus what joins them into the
+    master (paragraphs, chapters, pauses)."""
+    return cache_key("longform", base_key, item.paragraphs, [c.model_dump() for c in item.chapters],
+                     pause_settings(settings))
+
+
+def segment_cache_key(base_key: str, index: int, tokens, seed: int | None) -> str:
+    """A segment's key: the item's synthesis inputs, the segment's index, its tokens and seed."""
+    return cache_key("segment", base_key, index, [t.model_dump() for t in tokens], seed)
+
+
 def synthesis_problem(record: SynthesisRecord | None, storage: Storage, key: str) -> str | None:
     """Why the item's synthesis cannot be reused for these inputs, or None: the record must be a success for
     exactly this cache key, and its audio object the audio it describes."""
@@ -175,6 +191,8 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
         """(the item's cache key, whether its current synthesis is in place and valid); retracts a stale or
         invalid record."""
         key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
+        if is_long(item, settings):
+            key = longform_cache_key(item, key, settings)
         record, unreadable = read_record(storage, layout.synthesis(item.item_id), SynthesisRecord)
         if unreadable == "missing":
             return key, False
@@ -207,10 +225,17 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
         try:
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
-                _announce(storage, synth, [item for item, _ in todo], voice_dir)
+                # Long items are not announced: their segments are generated one at a time (bounded memory).
+                _announce(storage, synth, [item for item, _ in todo if not is_long(item, settings)], voice_dir)
                 for item, key in todo:
-                    results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
-                                                    checks))
+                    if is_long(item, settings):
+                        base_key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
+                        results.append(_synthesize_long_item(storage, layout, synth, synth_cls, item, key, base_key,
+                                                             voice_dir, clock, writer, checks, settings,
+                                                             reuse_segments=not force))
+                    else:
+                        results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
+                                                        checks))
                     log.info("synthesized %s: %s", item.item_id, results[-1].status.value)
         finally:
             checks.close()
@@ -313,6 +338,156 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
                          f"so the word is read as written ({p.lexicon})")
     return {"lexicon_entries": notes}
+def _finished_segments(storage: Storage, layout: BatchLayout, item: ItemSpec) -> dict[int, SegmentRecord]:
+    """The item's segment records already in S3 whose audio is the audio they describe, by index (one listing,
+    then a record and a header read per segment found)."""
+    prefix = layout.segments_prefix(item.item_id)
+    indexes = sorted(int(key[len(prefix):-5]) for key in storage.list_keys(prefix)
+                     if key.endswith(".json") and key[len(prefix):-5].isdigit())
+
+    def check(index: int) -> SegmentRecord | None:
+        record = read_record(storage, layout.segment_record(item.item_id, index), SegmentRecord)[0]
+        if record is None:
+            return None
+        try:
+            header, size = storage.get_prefix(record.audio_key, audio_io.WAV_HEADER_BYTES)
+        except KeyError:
+            return None
+        problem = audio_io.wav_problem(header, size, sample_rate=record.sample_rate,
+                                       seconds=record.frames / record.sample_rate)
+        return None if problem else record
+
+    return {index: record for index, record in zip(indexes, storage.map(check, indexes)) if record is not None}
+
+
+def _shifted(words: list[WordTiming] | None, offset_ms: int) -> list[WordTiming] | None:
+    if words is None:
+        return None
+    return [w.model_copy(update={"start_ms": None if w.start_ms is None else w.start_ms + offset_ms,
+                                 "end_ms": None if w.end_ms is None else w.end_ms + offset_ms}) for w in words]
+
+
+def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: ItemSpec, key: str, base_key: str,
+                          voice_dir: str, clock: _Clock, writer: WriteBehind, checks, settings: Settings,
+                          reuse_segments: bool = True) -> ItemResult:
+    """A long item, segment by segment: each segment's audio and record go to S3 as soon as it is made (a killed
+    worker resumes at the first segment without them), and the segments are streamed into one master WAV with the
+    pauses the text asks for; only a few segments' audio are ever in memory."""
+    import wave
+
+    t0 = time.perf_counter()
+    tokens = _tokens(item)
+    position = "before its first segment"
+    try:
+        voice = materialise_voice(storage, item.voice, voice_dir)
+        segments = segment_tokens(tokens, item, synth_cls, settings)
+        finished = _finished_segments(storage, layout, item) if reuse_segments else {}  # force_rerender
+        spans: list[SegmentSpan] = []
+        reference: list[WordTiming] | None = []
+        first_params: dict = {}
+        attempts, wers, quality = 1, [], None
+        with tempfile.TemporaryDirectory(prefix="narration-master-") as work:
+            path = os.path.join(work, "master.wav")
+            master = None
+            rate, frame = None, 0
+            try:
+                for segment in segments:
+                    position = f"in segment {segment.index + 1} of {len(segments)}"
+                    seed = segment_seed(item, segment.index)
+                    segment_key = segment_cache_key(base_key, segment.index, segment.tokens, seed)
+                    record = finished.get(segment.index)
+                    reused = record is not None and record.cache_key == segment_key
+                    if reused:
+                        wav = storage.get_bytes(record.audio_key)
+                    else:
+                        started = time.perf_counter()
+                        out = synth.synthesize(segment.tokens, voice, speed=item.speed, seed=seed)
+                        wav = audio_io.to_wav_bytes(out.audio, out.sample_rate)
+                        if quality is None:
+                            quality = _quality_fields(checks, out, item, voice, synth.clones_voice)
+                        record = SegmentRecord(
+                            item_id=item.item_id, index=segment.index, cache_key=segment_key,
+                            audio_key=layout.segment_audio(item.item_id, segment.index), sample_rate=out.sample_rate,
+                            frames=len(out.audio), first_token=segment.first_token, end_token=segment.end_token,
+                            seed=seed, params=out.params, attempts=int(out.params.get("attempts", 1)),
+                            asr_wer=out.params.get("asr_wer"), reference_words=out.reference_words,
+                            compute_s=round(time.perf_counter() - started, 4))
+                        del out
+
+                        def write(audio_key=record.audio_key, data=wav, record_key=layout.segment_record(
+                                item.item_id, segment.index), document=record) -> None:
+                            storage.put_bytes(audio_key, data)
+                            storage.put_json(record_key, document)  # last: its presence means the segment is done
+
+                        writer.submit(write)
+                    header = audio_io.read_wav_header(wav[:audio_io.WAV_HEADER_BYTES])
+                    if (header.channels, header.sample_width) != (1, 2):
+                        raise audio_io.AudioError(f"segment audio is {header.channels} channel(s) of "
+                                                  f"{header.sample_width * 8}-bit samples, not 16-bit mono")
+                    if master is None:
+                        rate = header.sample_rate
+                        master = wave.open(path, "wb")
+                        master.setnchannels(1)
+                        master.setsampwidth(2)
+                        master.setframerate(rate)
+                    elif header.sample_rate != rate:
+                        raise audio_io.AudioError(f"segment audio at {header.sample_rate} Hz, the first at {rate} Hz")
+                    master.writeframes(wav[header.data_offset:header.data_offset + header.frames * 2])
+                    del wav
+                    pause_frames = round(segment.pause_after_ms * rate / 1000)
+                    master.writeframes(bytes(2 * pause_frames))
+                    start_ms = round(frame * 1000 / rate)
+                    spans.append(SegmentSpan(
+                        index=segment.index, first_token=segment.first_token, end_token=segment.end_token,
+                        start_ms=start_ms, end_ms=round((frame + header.frames) * 1000 / rate), start_frame=frame,
+                        frames=header.frames, pause_after_ms=segment.pause_after_ms, paragraph=segment.paragraph,
+                        chapter=segment.chapter, seed=seed, audio_key=record.audio_key, reused=reused))
+                    if record.reference_words is None:
+                        reference = None
+                    elif reference is not None:
+                        reference.extend(_shifted(record.reference_words, start_ms))
+                    first_params = first_params or record.params
+                    attempts = max(attempts, record.attempts)
+                    if record.asr_wer is not None:
+                        wers.append(record.asr_wer)
+                    frame += header.frames + pause_frames
+            finally:
+                if master is not None:
+                    master.close()
+            position = "joining its segments"
+            writer.flush()  # every segment is in S3 before the master that is made of them
+            audio_key = storage.upload_file(layout.audio(item.item_id), path)
+        reused_count = sum(span.reused for span in spans)
+        if quality is None:  # every segment was reused: no audio was judged in this run
+            quality = {"voice_cloning": synth.clones_voice,
+                       "quality_notes": ["quality checks not run: every segment was made by an earlier run"]}
+        elif checks is not None and len(spans) > 1:
+            quality["quality_notes"] = [*quality.get("quality_notes", []),
+                                        f"quality checks judged the first synthesised segment of {len(spans)}"]
+        elapsed = time.perf_counter() - t0
+        record = SynthesisRecord(
+            item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
+            sample_rate=rate, audio_seconds=round(frame / rate, 3),
+            params={**first_params, **_lexicon_params(item, synth.name), "seed": item.seed, "cache_key": key,
+                    "segments": len(spans),
+                    "segments_reused": reused_count, "pauses_ms": pause_settings(settings)},
+            attempts=attempts, asr_wer=round(sum(wers) / len(wers), 4) if wers else None,
+            reference_words=reference, tokens=tokens, compute_s=round(elapsed, 4), segments=spans, **quality)
+        status, error = ItemStatus.SYNTHESIZED, None
+        log.info("synthesized %s in %d segments (%d reused from an earlier run)", item.item_id, len(spans),
+                 reused_count)
+    except InfrastructureFault:
+        raise
+    except Exception as exc:  # the item fails; its finished segments stay for the next run
+        elapsed = time.perf_counter() - t0
+        log.error("synthesis of %s failed %s: %s", item.item_id, position, traceback.format_exc())
+        error = f"{position}: {_error_text(exc)}"
+        record = SynthesisRecord(item_id=item.item_id, status=ItemStatus.SYNTHESIS_FAILED, backend=synth.name,
+                                 tokens=tokens, compute_s=round(elapsed, 4), error=error)
+        status = ItemStatus.SYNTHESIS_FAILED
+    clock.compute_s += elapsed
+    writer.submit(functools.partial(storage.put_json, layout.synthesis(item.item_id), record))
+    return ItemResult(item_id=item.item_id, status=status, error=error)
 
 
 _QUALITY_FIELDS = ("detected_language", "language_probability", "language_mismatch", "voice_similarity",
@@ -438,13 +613,19 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
         clock.load_s = time.perf_counter() - t0
         loads = 1
         # The next items' audio is read and each record written in the background while the model aligns.
-        audio_keys = [job.synthesis.audio_key for job in todo] if load_error is None else []
+        # A long item's audio is not read whole: its windows are read one by one (ranged reads of the master).
+        jobs = todo if load_error is None else []
+
+        def read_audio(job: ToAlign) -> bytes | None:
+            return None if job.synthesis.segments else storage.get_bytes(job.synthesis.audio_key)
+
         try:
-            with WriteBehind() as writer, Prefetch(storage.get_bytes, audio_keys) as audio:
+            with WriteBehind() as writer, Prefetch(read_audio, jobs) as audio:
                 for n, job in enumerate(todo):
                     item = job.item
                     record = _align_item(aligner, item, job.synthesis, job.previous, primary, settings, clock,
-                                         load_error, job.tag, read_audio=functools.partial(audio.get, n))
+                                         load_error, job.tag, read_audio=functools.partial(audio.get, n),
+                                         windows=functools.partial(_master_windows, storage, job.synthesis))
                     writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend), record))
                     results.append(ItemResult(item_id=item.item_id, status=record.status,
                                               error=record.fallback_reason if record.status != ItemStatus.ALIGNED
@@ -455,9 +636,54 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
     return clock.result(chunk, step, backend, results, loads, skipped)
 
 
+def _master_windows(storage: Storage, synthesis: SynthesisRecord):
+    """Each segment of a long item with its window of the master audio (float32 samples), read by ranged GETs
+    two windows ahead of the aligner, so only a few windows are in memory."""
+    import numpy as np
+
+    prefix, size = storage.get_prefix(synthesis.audio_key, audio_io.WAV_HEADER_BYTES)
+    header = audio_io.read_wav_header(prefix)
+    if (header.channels, header.sample_width) != (1, 2) or header.sample_rate != synthesis.sample_rate:
+        raise audio_io.AudioError(f"master audio is {header.channels} channel(s), {header.sample_width * 8}-bit, "
+                                  f"{header.sample_rate} Hz; its record states 16-bit mono at "
+                                  f"{synthesis.sample_rate} Hz")
+    if header.frames_present(size) < header.frames:
+        raise audio_io.AudioError(audio_io.truncation(header.frames, header.frames_present(size)))
+
+    def read(span: SegmentSpan):
+        data = storage.get_range(synthesis.audio_key, header.data_offset + 2 * span.start_frame, 2 * span.frames)
+        if len(data) != 2 * span.frames:
+            raise audio_io.AudioError(f"segment {span.index}: {len(data)} bytes of the master, expected "
+                                      f"{2 * span.frames}")
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+    with Prefetch(read, synthesis.segments) as windows:
+        for n, span in enumerate(synthesis.segments):
+            yield span, windows.get(n)
+
+
+def _align_windows(aligner, item: ItemSpec, synthesis: SynthesisRecord, windows) -> tuple[list[WordTiming],
+                                                                                          list[str]]:
+    """One continuous word track of a long item: each segment's tokens aligned in its own window of the master
+    and shifted by the window's start, so an error never carries into the next window. A window the aligner
+    cannot align leaves its words untimed (the quality gate judges the whole item); (words, window problems)."""
+    words: list[WordTiming] = []
+    problems: list[str] = []
+    for span, samples in windows:
+        tokens = synthesis.tokens[span.first_token:span.end_token]
+        try:
+            timed = aligner.align(samples, synthesis.sample_rate, tokens, item.language)
+        except AlignmentError as exc:
+            problems.append(f"segment {span.index + 1}: {exc}")
+            timed = [WordTiming.of(t, None, None, None, source=aligner.name) for t in tokens]
+        words.extend(_shifted(timed, span.start_ms))
+    return words, problems
+
+
 def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None, primary: bool,
                 settings: Settings, clock: _Clock, load_error: str | None, tag: str,
-                read_audio: Callable[[], bytes]) -> TimingRecord:
+                read_audio: Callable[[], bytes | None], windows: Callable[[], object] | None = None
+                ) -> TimingRecord:
     attempted = (previous.attempted if previous else []) + [aligner.name]
     earlier_reason = previous.fallback_reason if previous else None
     failed_status = ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED
@@ -473,11 +699,18 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
     if load_error:
         return failed(load_error, verdict=False)
     t0 = time.perf_counter()
+    window_problems: list[str] = []
     try:
-        samples, rate = audio_io.from_wav_bytes(read_audio())
-        if synthesis.sample_rate and rate != synthesis.sample_rate:
-            raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
-        words = aligner.align(samples, rate, synthesis.tokens, item.language)
+        if synthesis.segments and windows is not None:
+            read_audio()  # nothing was read ahead for it; keeps the read-ahead in step
+            words, window_problems = _align_windows(aligner, item, synthesis, windows())
+            if len(window_problems) == len(synthesis.segments):
+                raise AlignmentError(f"no window could be aligned ({'; '.join(window_problems[:3])})")
+        else:
+            samples, rate = audio_io.from_wav_bytes(read_audio())
+            if synthesis.sample_rate and rate != synthesis.sample_rate:
+                raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
+            words = aligner.align(samples, rate, synthesis.tokens, item.language)
     except InfrastructureFault:
         raise  # storage failed, not the item: the whole chunk fails (and is retried)
     except AlignmentError as exc:
@@ -491,6 +724,8 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
     clock.compute_s += elapsed
     problem = quality_problem(words, settings)
     if problem:
+        if window_problems:
+            problem += f" ({len(window_problems)} of {len(synthesis.segments)} windows failed: {window_problems[0]})"
         return failed(problem, words, elapsed)
     return TimingRecord(status=ItemStatus.ALIGNED, method=aligner.name, fallback_reason=earlier_reason,
                         words=words, compute_s=round(elapsed, 4), model=tag, **base)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from narration.layout import BatchLayout, manifest_name
 from narration.lexicons import LexiconError, LexiconLibrary
+from narration.longform import is_long
 from narration.manifests import ManifestError, ValidationContext, parse_manifest
 from narration.schema import ChunkSpec, ItemSpec, LineError, RunChoices
 from narration.settings import Settings
@@ -26,6 +27,8 @@ class ChunkRef(BaseModel):
     key: str
     label: str
     item_ids: list[str]
+    longform_chars: int = Field(0, description="Characters of the chunk's long items (0 for a chunk of short "
+                                "items): its time budget grows with them.")
 
 
 class ManifestSummary(BaseModel):
@@ -63,8 +66,13 @@ class BatchPlan(BaseModel):
     error: str | None = Field(None, description="Why planning stopped (a malformed or unknown lexicon).")
 
 
-def chunk_items(items: list[ItemSpec], size: int) -> list[list[ItemSpec]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def chunk_items(items: list[ItemSpec], size: int, settings: Settings | None = None) -> list[list[ItemSpec]]:
+    """Short items in chunks of ``size``, in order; then each long item in a chunk of its own, so a programme of
+    an hour never holds up the short items that would have shared its chunk."""
+    settings = settings or Settings()
+    short = [item for item in items if not is_long(item, settings)]
+    long = [item for item in items if is_long(item, settings)]
+    return [short[i : i + size] for i in range(0, len(short), size)] + [[item] for item in long]
 
 
 def chunk_label(chunk_id: str, ids: list[str], name_every_item: bool = False) -> str:
@@ -75,20 +83,22 @@ def chunk_label(chunk_id: str, ids: list[str], name_every_item: bool = False) ->
 
 
 def write_chunks(storage: Storage, batch_id: str, items: list[ItemSpec], options: BatchOptions, *,
-                 fallback: bool = False) -> list[ChunkRef]:
+                 fallback: bool = False, settings: Settings | None = None) -> list[ChunkRef]:
     """Cut ``items`` into chunk specs in S3 (``c0000``..., fallback chunks ``f0000``... with every item named in
     their label); returns what the mapped tasks expand over."""
     prefix = "f" if fallback else "c"
     layout = BatchLayout(batch_id)
     chunks = []
-    for number, group in enumerate(chunk_items(items, options.chunk_size)):
+    settings = settings or Settings()
+    for number, group in enumerate(chunk_items(items, options.chunk_size, settings)):
         chunk_id = f"{prefix}{number:04d}"
         spec = ChunkSpec(batch_id=layout.batch_id, chunk_id=chunk_id, items=group, fallback=fallback,
                          **options.chunk_choices())
         key = storage.put_json(layout.chunk(chunk_id), spec)
         ids = [i.item_id for i in group]
         chunks.append(ChunkRef(chunk_id=chunk_id, key=key, label=chunk_label(chunk_id, ids, fallback),
-                               item_ids=ids))
+                               item_ids=ids,
+                               longform_chars=sum(len(i.text) for i in group if is_long(i, settings))))
     return chunks
 
 
@@ -123,7 +133,7 @@ def plan_batch(
             options=options, manifests=summaries, items=[], quarantined=0, chunks=[], error=str(exc)))
         raise
 
-    chunks = write_chunks(storage, layout.batch_id, items, options)
+    chunks = write_chunks(storage, layout.batch_id, items, options, settings=settings)
 
     storage.put_text(layout.quarantine, "".join(e.model_dump_json() + "\n" for e in errors))
     plan = BatchPlan(batch_id=layout.batch_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

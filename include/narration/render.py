@@ -19,6 +19,7 @@ from narration.dev.faults import FaultPlan
 from narration.encodings import check_encodings, encode, encoder
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout
+from narration.longform import chapter_marks
 from narration.loudness import LoudnessError, normalise
 from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
@@ -204,8 +205,9 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
         "language_mismatch": synthesis.language_mismatch, "voice_similarity": synthesis.voice_similarity,
         "voice_cloning": synthesis.voice_cloning,
     }
+    chapters = chapter_marks(item, synthesis.segments, round((synthesis.audio_seconds or 0) * 1000))
     document = SubtitleDocument(cues=cues, words=timing.words, language=item.locale, profile=profile,
-                                metadata=metadata, vtt_word_timestamps=vtt_word_timestamps)
+                                metadata=metadata, vtt_word_timestamps=vtt_word_timestamps, chapters=chapters)
     rendered = {fmt: get_format(fmt).write(document) for fmt in formats}  # every writer runs before anything is stored
     for fmt, text in rendered.items():
         outputs[fmt] = storage.put_text(layout.subtitle(item.item_id, fmt), text)

@@ -46,6 +46,13 @@ class Pronunciation(Model):
     lexicon: str = Field(description="The lexicon's name in the library (lexicons/<name>.pls|.csv).")
 
 
+class Chapter(Model):
+    """A chapter of a long item: its title and the 1-based paragraph it starts at."""
+
+    title: str
+    paragraph: int = Field(ge=1)
+
+
 class ItemSpec(Model):
     """One utterance to narrate, as validated from a manifest line."""
 
@@ -64,6 +71,10 @@ class ItemSpec(Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     pronunciations: list[Pronunciation] = Field(default_factory=list, description="The entries of the batch's "
                                                 "and the line's lexicons that match its words (later lexicons win).")
+    paragraphs: list[int] = Field(default_factory=list, description="Where each paragraph after the first "
+                                  "starts: its first word's index among the text's whitespace-separated words "
+                                  "(empty: one paragraph).")
+    chapters: list[Chapter] = Field(default_factory=list, description="Chapters, in order of their paragraphs.")
 
 
 class RunChoices(BaseModel):
@@ -181,6 +192,53 @@ class ItemStatus(str, Enum):
     FAILED = "failed"
 
 
+class SegmentSpan(Model):
+    """One synthesis segment of a long item and where it lies in the item's master audio."""
+
+    index: int
+    first_token: int = Field(description="Index of the segment's first script token.")
+    end_token: int = Field(description="Index one past its last script token.")
+    start_ms: int = Field(description="Where the segment's audio starts in the master.")
+    end_ms: int
+    start_frame: int = Field(description="The same, in samples of the master (exact, for ranged reads).")
+    frames: int
+    pause_after_ms: int = Field(0, description="Silence after it: sentence, paragraph or chapter pause.")
+    paragraph: int = Field(description="1-based paragraph the segment belongs to.")
+    chapter: int | None = Field(None, description="0-based index into the item's chapters, None before the first.")
+    seed: int | None = Field(None, description="The seed the segment was synthesised with.")
+    audio_key: str = Field(description="The segment's own audio object.")
+    reused: bool = Field(False, description="Made by an earlier run of the step and reused (resume).")
+
+
+class SegmentRecord(Model):
+    """Written beside a long item's segment audio as soon as the segment is made: its presence, with the same
+    ``cache_key``, lets a resumed run reuse the segment instead of synthesising it again."""
+
+    item_id: str
+    index: int
+    cache_key: str
+    audio_key: str
+    sample_rate: int
+    frames: int
+    first_token: int
+    end_token: int
+    seed: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 1
+    asr_wer: float | None = None
+    reference_words: list[WordTiming] | None = Field(None, description="Exact onsets in the segment's own time.")
+    compute_s: float = 0.0
+
+
+class ChapterMark(Model):
+    """A chapter as delivered: its title, span in the master and first word."""
+
+    title: str
+    start_ms: int
+    end_ms: int
+    first_word: int = Field(description="Index of the chapter's first script token / word.")
+
+
 class SynthesisRecord(Model):
     """Written by the synthesis worker next to the item's audio."""
 
@@ -208,6 +266,8 @@ class SynthesisRecord(Model):
                                        "(F5-TTS) or speaks in its own (Piper, espeak-ng: not voice cloning).")
     quality_notes: list[str] = Field(default_factory=list, description="Checks that did not run, and why; "
                                      "a language mismatch.")
+    segments: list[SegmentSpan] = Field(default_factory=list, description="A long item's synthesis segments, "
+                                        "in order (empty: the item was synthesised in one piece).")
 
 
 class TimingRecord(Model):

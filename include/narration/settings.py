@@ -37,7 +37,8 @@ class Settings(BaseSettings):
                                 "(rendering, reports); 1 = one after another.")
 
     # Manifest validation
-    max_text_chars: int = Field(1000, ge=1)
+    max_text_chars: int = Field(100_000, ge=1, description="Longest text of one item, in characters; an item "
+                                "over longform_min_chars is narrated as a long-form programme in segments.")
     max_items_per_batch: int = Field(5000, ge=1)
     max_manifest_bytes: int = Field(20 * 1024 * 1024, ge=1)
     default_voice: str = "narrator"
@@ -49,11 +50,22 @@ class Settings(BaseSettings):
     synthesizer: str = DEFAULT_SYNTHESIZER
     aligner: str = DEFAULT_ALIGNER
 
+    # Long-form items (narration.longform): segmented synthesis, pauses that follow the text, their own chunks.
+    longform_min_chars: int = Field(1000, ge=1, description="An item longer than this (or of several "
+                                    "paragraphs, or with chapters) is a long item: synthesised in segments, "
+                                    "given a chunk of its own.")
+    pause_sentence_ms: int = Field(250, ge=0, le=10_000, description="Silence between two segments of a long "
+                                   "item inside one paragraph.")
+    pause_paragraph_ms: int = Field(700, ge=0, le=10_000, description="Silence at a paragraph break.")
+    pause_chapter_ms: int = Field(1500, ge=0, le=20_000, description="Silence before a new chapter.")
+
     # Time bounds: a hung worker or a late batch must not hold GPU slots or go unnoticed.
     worker_timeout_base_s: float = Field(600.0, gt=0, description="Start-up allowance of one worker step on one "
                                          "chunk (process or container start, model load).")
     worker_timeout_per_item_s: float = Field(120.0, gt=0, description="Added to a step's time budget for each "
                                              "item of its chunk; the task is killed when the budget runs out.")
+    worker_timeout_per_kchar_s: float = Field(120.0, gt=0, description="Added to the budget of a chunk holding "
+                                              "a long item for each 1,000 characters of its text.")
     batch_timeout_h: float = Field(12.0, gt=0, description="A batch run still running after this long fails.")
     batch_deadline_h: float = Field(4.0, ge=0, description="A batch still running this long after it was "
                                     "queued raises the late-batch alert; 0 turns the alert off (needed under "

@@ -105,7 +105,7 @@ CASES: list[Case] = [
     M("header-only.csv", raises="header row but no data rows"),
     M("notes.docx", raises="unsupported manifest type"),
     # Limits
-    M("long-line.txt", accepted=(1,), rejected={2: "over the limit of 1000"}),
+    M("long-line.txt", settings={"max_text_chars": 1000}, accepted=(1,), rejected={2: "over the limit of 1000"}),
     M("over-batch-limit.txt", settings={"max_items_per_batch": 4}, accepted=(1, 2, 3, 4),
       rejected={5: "batch limit of 4", 6: "batch limit of 4"}),
     M("over-size-limit.txt", settings={"max_manifest_bytes": 64}, raises="over the manifest size limit of 64"),

@@ -22,8 +22,8 @@ from tests.reliability.dag_runner import MARK
 REPO = Path(__file__).resolve().parents[2]
 NARRATOR_TEXT = "This is the narrator's reference voice for the tests."
 ITEM_FILES = {"audio.wav", "synthesis.json", "timing-pocketsphinx.json", "subtitles.srt", "subtitles.vtt",
-              "subtitles.ass", "subtitles.ttml", "words.json", "words.csv", "narration.wav", "delivery.json",
-              "result.json"}
+              "subtitles.ass", "subtitles.ttml", "words.json", "words.csv", "chapters.vtt", "narration.wav",
+              "delivery.json", "result.json"}
 # Google fallback off (no endpoint here) and no chaos rules unless a run sets them.
 NOT_INHERITED = ("NARRATION_GOOGLE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
                  "NARRATION_FAULTS")

@@ -64,7 +64,7 @@ def test_presigned_links_expire_as_configured_and_cover_only_the_batch(batches):
     assert summary["presigned_url_expiry_s"] == 3600
     urls = [summary["downloads"]["report_csv"], summary["downloads"]["report_html"]]
     urls += [u for links in summary["downloads"]["items"].values() for u in links.values()]
-    assert len(urls) == 2 + 3 * 7  # the reports, and per item the audio master and six subtitle/word files
+    assert len(urls) == 2 + 3 * 8  # the reports, and per item the audio master and seven subtitle/word files
     for url in urls:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qs(parts.query)

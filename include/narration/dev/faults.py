@@ -12,6 +12,9 @@ Each rule names a ``step`` (synthesize, align, fallback, render) and optionally 
   so the retry, which skips it, runs through.
 - ``{"step": "synthesize", "kill_mid_item": 2}``: SIGKILL inside the 2nd item, after its first output was written
   and before its record, to rehearse a half-finished item.
+- ``{"step": "synthesize", "kill_after_segments": 3}``: SIGKILL right after the 3rd segment record of a long
+  item was written in this process (segments reused from an earlier run write none), to rehearse a worker killed
+  mid-item that resumes at its first unfinished segment.
 - ``{"step": "align", "fail_items": ["a3"]}``: raise :class:`InjectedFault` from the backend call of those items
   (the render step, which has no backend, when it reads the item's audio), as a backend crash on one input would.
   The backend call is recognised by the item's script.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -56,6 +60,7 @@ class FaultRule:
     chunk: str | None = None
     kill_after: int | None = None
     kill_mid_item: int | None = None
+    kill_after_segments: int | None = None
     fail_items: frozenset[str] = field(default_factory=frozenset)
     hang_items: frozenset[str] = field(default_factory=frozenset)
 
@@ -73,6 +78,7 @@ def active_rules(environ: dict[str, str] | None = None) -> list[FaultRule]:
         specs = doc if isinstance(doc, list) else [doc]
         rules = [FaultRule(step=str(spec["step"]), chunk=spec.get("chunk"), kill_after=spec.get("kill_after"),
                            kill_mid_item=spec.get("kill_mid_item"),
+                           kill_after_segments=spec.get("kill_after_segments"),
                            fail_items=frozenset(spec.get("fail_items") or ()),
                            hang_items=frozenset(spec.get("hang_items") or ())) for spec in specs]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -109,6 +115,11 @@ class FaultPlan:
         if any(rule.kill_after == position for rule in self.rules):
             _kill(f"after item {position} of the {self.step} chunk")
 
+    def after_segment(self, count: int) -> None:
+        """After the ``count``-th segment record this process wrote."""
+        if any(rule.kill_after_segments == count for rule in self.rules):
+            _kill(f"after segment {count} of a long item in the {self.step} chunk")
+
     def wrap_backend(self, backend: B, chunk: ChunkSpec) -> B:
         """``backend`` (a synthesizer or an aligner) with this plan's item faults in its per-item call."""
         chosen = set().union(*(rule.fail_items | rule.hang_items for rule in self.rules)) if self.rules else set()
@@ -142,7 +153,11 @@ class _FaultyBackend:
         return getattr(self._backend, name)
 
     def _item_for(self, tokens: list) -> str | None:
-        return next((item_id for item_id, script in self._scripts.items() if script == list(tokens)), None)
+        """The item whose script is ``tokens``, or holds them as a segment (a long item's)."""
+        tokens = list(tokens)
+        first = tokens[0].index if tokens else 0
+        return next((item_id for item_id, script in self._scripts.items()
+                     if script[first:first + len(tokens)] == tokens), None)
 
     def synthesize(self, tokens, *args, **kwargs):
         self._plan.before_backend(self._item_for(tokens))
@@ -166,11 +181,16 @@ class _FaultyStorage:
         self._records = {record(item_id): position for position, item_id, _ in self._items}
         self._inputs = {backend_input(item_id): item_id for _, item_id, _ in self._items} if backend_input else {}
         self._started: set[int] = set()
+        self._segments_written = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
 
     def _written(self, key: str) -> None:
+        if _SEGMENT_RECORD.search(key):
+            self._segments_written += 1
+            self._plan.after_segment(self._segments_written)
+            return
         if key in self._records:
             self._plan.after_item(self._records[key])
             return
@@ -198,6 +218,9 @@ class _FaultyStorage:
         if key in self._inputs:
             self._plan.before_backend(self._inputs[key])
         return self._storage.get_bytes(key)
+
+
+_SEGMENT_RECORD = re.compile(r"/segments/\d+\.json$")  # layout.segment_record
 
 
 def _kill(where: str) -> None:

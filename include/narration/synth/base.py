@@ -56,6 +56,10 @@ class Synthesizer(ABC):
     name: ClassVar[str]
     clones_voice: ClassVar[bool] = False  # True when the output imitates the voice's reference recording
     takes_phonemes: ClassVar[bool] = False  # True when it speaks a token's ``phonemes`` (lexicon phoneme entries)
+    # A long item (narration.longform) is synthesised in segments of whole sentences, each at most this many seconds
+    # of speech (estimated from its spoken characters at speaking_chars_per_second); None: one sentence a segment.
+    segment_seconds: ClassVar[float | None] = None
+    speaking_chars_per_second: ClassVar[float] = 15.0
 
     def __init__(self, settings: Settings):
         self.settings = settings

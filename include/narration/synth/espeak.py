@@ -257,6 +257,7 @@ class EspeakSynthesizer(Synthesizer):
 
     name = "espeak"
     takes_phonemes = True
+    segment_seconds = None  # a long item is spoken one sentence at a time: exact onsets, bounded memory
 
     def load(self) -> None:
         self.engine = espeak_engine()

@@ -189,6 +189,10 @@ class F5TTSSynthesizer(Synthesizer):
 
     name = "f5tts"
     clones_voice = True
+    # A long item's segment fills the ~22 s context beside a reference of up to 12 s (max_reference_s): 10 s of
+    # speech, about 150 characters at F5's default rate (its own sentence grouping then fits the real reference).
+    segment_seconds = _CONTEXT_S - 12.0
+    speaking_chars_per_second = 15.0
 
     def __init__(self, settings: Settings, f5_settings: F5TTSSettings | None = None):
         super().__init__(settings)

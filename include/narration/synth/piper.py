@@ -144,6 +144,7 @@ class PiperSynthesizer(Synthesizer):
 
     name = "piper"
     takes_phonemes = True
+    segment_seconds = None  # a long item is spoken one sentence at a time, as Piper phonemizes it
 
     def load(self) -> None:
         from piper import PiperVoice

@@ -40,6 +40,7 @@ FORMATS: dict[str, OutputFormat] = {fmt.name: fmt for fmt in (
     OutputFormat("ttml", "subtitles.ttml", "application/ttml+xml; charset=utf-8", "ttml"),
     OutputFormat("json", "words.json", "application/json", "words_json"),
     OutputFormat("csv", "words.csv", "text/csv; charset=utf-8", "words_csv"),
+    OutputFormat("chapters", "chapters.vtt", "text/vtt; charset=utf-8", "chapters_vtt"),
 )}
 SUBTITLE_FORMATS = tuple(FORMATS)  # every format a batch writes by default, in the report's column order
 

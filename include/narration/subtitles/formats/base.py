@@ -19,7 +19,7 @@ from typing import Any
 
 import pysubs2
 
-from narration.schema import Cue, WordTiming
+from narration.schema import ChapterMark, Cue, WordTiming
 from narration.subtitles.profile import SubtitleProfile
 
 
@@ -34,6 +34,15 @@ class SubtitleDocument:
     profile: SubtitleProfile | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     vtt_word_timestamps: bool = False
+    chapters: list[ChapterMark] = field(default_factory=list)
+
+    def chapter_marks(self) -> list[ChapterMark]:
+        """The document's chapters; without any, one chapter over every cue, titled with the item's id."""
+        if self.chapters:
+            return self.chapters
+        end = max([cue.end_ms for cue in self.cues] + [w.end_ms or 0 for w in self.words] + [1])
+        title = str(self.metadata.get("title") or self.metadata.get("item_id") or "1")
+        return [ChapterMark(title=title, start_ms=0, end_ms=end, first_word=0)]
 
 
 def subs_from_cues(cues: list[Cue], texts: list[str]) -> pysubs2.SSAFile:
