@@ -619,21 +619,117 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
         def read_audio(job: ToAlign) -> bytes | None:
             return None if job.synthesis.segments else storage.get_bytes(job.synthesis.audio_key)
 
+        batch = settings.alignment_batch_size
         try:
-            with WriteBehind() as writer, Prefetch(read_audio, jobs) as audio:
-                for n, job in enumerate(todo):
-                    item = job.item
-                    record = _align_item(aligner, item, job.synthesis, job.previous, primary, settings, clock,
-                                         load_error, job.tag, read_audio=functools.partial(audio.get, n),
-                                         windows=functools.partial(_master_windows, storage, job.synthesis))
-                    writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend), record))
-                    results.append(ItemResult(item_id=item.item_id, status=record.status,
-                                              error=record.fallback_reason if record.status != ItemStatus.ALIGNED
-                                              else None))
-                    log.info("aligned %s with %s: %s", item.item_id, backend, record.status.value)
+            with WriteBehind() as writer, Prefetch(read_audio, jobs, ahead=max(2, batch)) as audio:
+                for group in _alignment_groups(todo, batch):
+                    if load_error:
+                        outcomes = [None] * len(group)
+                    elif len(group) > 1:  # several short items in one batched pass of the aligner
+                        outcomes = _batched_outcomes(aligner, [(job, _read(audio, n)) for n, job in group], clock)
+                    else:
+                        n, job = group[0]
+                        outcomes = [functools.partial(_aligned_words, aligner, job.item, job.synthesis,
+                                                      functools.partial(audio.get, n),
+                                                      functools.partial(_master_windows, storage, job.synthesis),
+                                                      batch)]
+                    for (_, job), outcome in zip(group, outcomes):
+                        item = job.item
+                        record = _align_item(aligner, item, job.previous, primary, settings, clock, load_error,
+                                             job.tag, outcome, windows=len(job.synthesis.segments))
+                        writer.submit(functools.partial(storage.put_json, layout.timing(item.item_id, backend),
+                                                        record))
+                        results.append(ItemResult(item_id=item.item_id, status=record.status,
+                                                  error=record.fallback_reason if record.status != ItemStatus.ALIGNED
+                                                  else None))
+                        log.info("aligned %s with %s: %s", item.item_id, backend, record.status.value)
         finally:
             aligner.close()
     return clock.result(chunk, step, backend, results, loads, skipped)
+
+
+def _alignment_groups(todo: list[ToAlign], batch: int):
+    """The items in order, as (position, job) groups: up to ``batch`` consecutive short items share one batched
+    aligner pass; a long item is a group of its own (its windows are batched instead)."""
+    group: list[tuple[int, ToAlign]] = []
+    for n, job in enumerate(todo):
+        if job.synthesis.segments or batch <= 1:
+            if group:
+                yield group
+                group = []
+            yield [(n, job)]
+            continue
+        group.append((n, job))
+        if len(group) == batch:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _read(audio: Prefetch, n: int) -> bytes | Exception:
+    """The item's audio, or what reading it failed with (its own failure); an unreachable S3 fails the chunk."""
+    try:
+        return audio.get(n)
+    except InfrastructureFault:
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _decoded(synthesis: SynthesisRecord, data: bytes | Exception):
+    if isinstance(data, Exception):
+        raise data
+    samples, rate = audio_io.from_wav_bytes(data)
+    if synthesis.sample_rate and rate != synthesis.sample_rate:
+        raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
+    return samples, rate
+
+
+def _batched_outcomes(aligner, group: list[tuple[ToAlign, bytes | Exception]], clock: _Clock) -> list:
+    """Align a group of short items in one ``align_many`` call; per item, a callable that returns its words (and
+    no window problems) or raises what that item alone failed with, as its own alignment would have."""
+    outcomes: list = [None] * len(group)
+    inputs, positions = [], []
+    for k, (job, data) in enumerate(group):
+        try:
+            samples, rate = _decoded(job.synthesis, data)
+        except InfrastructureFault:
+            raise
+        except Exception as exc:  # this item's audio: its own failure
+            outcomes[k] = exc
+            continue
+        inputs.append((samples, rate, job.synthesis.tokens, job.item.language))
+        positions.append(k)
+    t0 = time.perf_counter()
+    timed = aligner.align_many(inputs) if inputs else []
+    share = (time.perf_counter() - t0) / max(len(inputs), 1)
+    log.info("aligned %d items in one %s pass", len(inputs), aligner.name)
+    clock.compute_s += share * len(inputs)
+    for k, result in zip(positions, timed):
+        outcomes[k] = result
+    return [_outcome(result, share if k in positions else 0.0) for k, result in enumerate(outcomes)]
+
+
+def _outcome(result, compute_s: float):
+    def outcome():
+        if isinstance(result, BaseException):
+            raise result
+        return result, [], compute_s
+    return outcome
+
+
+def _aligned_words(aligner, item: ItemSpec, synthesis: SynthesisRecord, read_audio: Callable[[], bytes | None],
+                   windows: Callable[[], object], batch: int) -> tuple[list[WordTiming], list[str], None]:
+    """One item's words (and its failed windows): a long item window by window, a short item in one call."""
+    if synthesis.segments:
+        read_audio()  # nothing was read ahead for it; keeps the read-ahead in step
+        words, window_problems = _align_windows(aligner, item, synthesis, windows(), batch)
+        if len(window_problems) == len(synthesis.segments):
+            raise AlignmentError(f"no window could be aligned ({'; '.join(window_problems[:3])})")
+        return words, window_problems, None
+    samples, rate = _decoded(synthesis, read_audio())
+    return aligner.align(samples, rate, synthesis.tokens, item.language), [], None
 
 
 def _master_windows(storage: Storage, synthesis: SynthesisRecord):
@@ -662,28 +758,51 @@ def _master_windows(storage: Storage, synthesis: SynthesisRecord):
             yield span, windows.get(n)
 
 
-def _align_windows(aligner, item: ItemSpec, synthesis: SynthesisRecord, windows) -> tuple[list[WordTiming],
-                                                                                          list[str]]:
+def _align_windows(aligner, item: ItemSpec, synthesis: SynthesisRecord, windows, batch: int = 1
+                   ) -> tuple[list[WordTiming], list[str]]:
     """One continuous word track of a long item: each segment's tokens aligned in its own window of the master
-    and shifted by the window's start, so an error never carries into the next window. A window the aligner
-    cannot align leaves its words untimed (the quality gate judges the whole item); (words, window problems)."""
+    and shifted by the window's start, so an error never carries into the next window. With ``batch`` > 1 that
+    many windows go to the aligner in one ``align_many`` call. A window the aligner cannot align leaves its words
+    untimed (the quality gate judges the whole item); (words, window problems)."""
     words: list[WordTiming] = []
     problems: list[str] = []
-    for span, samples in windows:
-        tokens = synthesis.tokens[span.first_token:span.end_token]
-        try:
-            timed = aligner.align(samples, synthesis.sample_rate, tokens, item.language)
-        except AlignmentError as exc:
-            problems.append(f"segment {span.index + 1}: {exc}")
-            timed = [WordTiming.of(t, None, None, None, source=aligner.name) for t in tokens]
-        words.extend(_shifted(timed, span.start_ms))
+
+    def settle(pending: list) -> None:
+        inputs = [(samples, synthesis.sample_rate, synthesis.tokens[span.first_token:span.end_token], item.language)
+                  for span, samples in pending]
+        if batch > 1:
+            timed_windows = aligner.align_many(inputs)
+        else:
+            timed_windows = []
+            for window in inputs:
+                try:
+                    timed_windows.append(aligner.align(*window))
+                except AlignmentError as exc:
+                    timed_windows.append(exc)
+        for (span, _), (_, _, tokens, _), timed in zip(pending, inputs, timed_windows):
+            if isinstance(timed, AlignmentError):
+                problems.append(f"segment {span.index + 1}: {timed}")
+                timed = [WordTiming.of(t, None, None, None, source=aligner.name) for t in tokens]
+            elif isinstance(timed, BaseException):
+                raise timed  # a crash stays a crash: the item is retried
+            words.extend(_shifted(timed, span.start_ms))
+
+    pending: list = []
+    for window in windows:
+        pending.append(window)
+        if len(pending) >= batch:
+            settle(pending)
+            pending = []
+    if pending:
+        settle(pending)
     return words, problems
 
 
-def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecord | None, primary: bool,
-                settings: Settings, clock: _Clock, load_error: str | None, tag: str,
-                read_audio: Callable[[], bytes | None], windows: Callable[[], object] | None = None
+def _align_item(aligner, item, previous: TimingRecord | None, primary: bool, settings: Settings, clock: _Clock,
+                load_error: str | None, tag: str, outcome: Callable[[], tuple] | None, windows: int = 0
                 ) -> TimingRecord:
+    """The item's timing record from ``outcome()``: (words, failed windows, compute seconds or None to time the
+    call here), or what it raised. An AlignmentError is a verdict (needs the fallback); a crash is retried."""
     attempted = (previous.attempted if previous else []) + [aligner.name]
     earlier_reason = previous.fallback_reason if previous else None
     failed_status = ItemStatus.NEEDS_FALLBACK if primary else ItemStatus.TIMING_FAILED
@@ -699,18 +818,8 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
     if load_error:
         return failed(load_error, verdict=False)
     t0 = time.perf_counter()
-    window_problems: list[str] = []
     try:
-        if synthesis.segments and windows is not None:
-            read_audio()  # nothing was read ahead for it; keeps the read-ahead in step
-            words, window_problems = _align_windows(aligner, item, synthesis, windows())
-            if len(window_problems) == len(synthesis.segments):
-                raise AlignmentError(f"no window could be aligned ({'; '.join(window_problems[:3])})")
-        else:
-            samples, rate = audio_io.from_wav_bytes(read_audio())
-            if synthesis.sample_rate and rate != synthesis.sample_rate:
-                raise audio_io.AudioError(f"sample rate {rate} Hz, its record states {synthesis.sample_rate} Hz")
-            words = aligner.align(samples, rate, synthesis.tokens, item.language)
+        words, window_problems, batched_s = outcome()
     except InfrastructureFault:
         raise  # storage failed, not the item: the whole chunk fails (and is retried)
     except AlignmentError as exc:
@@ -720,12 +829,15 @@ def _align_item(aligner, item, synthesis: SynthesisRecord, previous: TimingRecor
         log.error("alignment of %s with %s crashed: %s", item.item_id, aligner.name, traceback.format_exc())
         clock.compute_s += time.perf_counter() - t0
         return failed(_error_text(exc), compute_s=time.perf_counter() - t0, verdict=False)
-    elapsed = time.perf_counter() - t0
-    clock.compute_s += elapsed
+    if batched_s is None:
+        elapsed = time.perf_counter() - t0
+        clock.compute_s += elapsed
+    else:  # its share of a batched pass, already on the clock
+        elapsed = batched_s
     problem = quality_problem(words, settings)
     if problem:
         if window_problems:
-            problem += f" ({len(window_problems)} of {len(synthesis.segments)} windows failed: {window_problems[0]})"
+            problem += f" ({len(window_problems)} of {windows} windows failed: {window_problems[0]})"
         return failed(problem, words, elapsed)
     return TimingRecord(status=ItemStatus.ALIGNED, method=aligner.name, fallback_reason=earlier_reason,
                         words=words, compute_s=round(elapsed, 4), model=tag, **base)

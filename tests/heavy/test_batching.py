@@ -239,3 +239,29 @@ def test_a_window_that_is_not_the_items_audio_is_refused(whisperx_env, spoken):
         served(torch.from_numpy(audio[:16000])[None])
     window = served(torch.from_numpy(audio[1600:17600])[None]).logits
     assert window.shape[1] == emission_frames(16000)
+
+
+def test_the_align_step_sends_its_items_to_whisperx_in_batched_passes(whisperx_env, storage, narrator, caplog):
+    import logging
+
+    from narration.pipeline import align_chunk
+    from narration.schema import TimingRecord
+
+    lines = [{"id": f"w{n}", "text": text} for n, text in enumerate(SCRIPTS)]
+    storage.put_bytes("incoming/wx.jsonl", jsonl(*lines))
+    plan = plan_batch(storage, Settings(), "wx", ["incoming/wx.jsonl"], BatchOptions(aligner="whisperx"),
+                      {"narrator"})
+    chunk = load_chunk(storage, plan.chunks[0].key)
+    synthesize_chunk(storage, Settings(), chunk)
+    caplog.set_level(logging.INFO, logger="narration.pipeline")
+
+    result = align_chunk(storage, Settings(device="cpu", alignment_batch_size=len(SCRIPTS), max_untimed_ratio=1.0,
+                                           min_mean_score=-1.0), chunk)
+
+    assert [r.status.value for r in result.items] == ["aligned"] * len(SCRIPTS)
+    assert f"aligned {len(SCRIPTS)} items in one whisperx pass" in caplog.text
+    for item in chunk.items:
+        record = TimingRecord.model_validate(storage.get_json(BatchLayout("wx").timing(item.item_id, "whisperx")))
+        assert record.method == "whisperx" and [w.index for w in record.words] == list(range(len(item.text.split())))
+        timed = [w for w in record.words if w.timed]
+        assert timed and all(a.end_ms <= b.start_ms for a, b in zip(timed, timed[1:]))

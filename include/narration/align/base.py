@@ -56,5 +56,18 @@ class Aligner(ABC):
     ) -> list[WordTiming]:
         """Time every script token in ``audio`` (float32 mono)."""
 
+    def align_many(
+        self, items: list[tuple[np.ndarray, int, list[ScriptToken], str]]
+    ) -> list[list[WordTiming] | Exception]:
+        """Each (audio, sample rate, tokens, language)'s timings, or the exception that item alone failed with.
+        A backend that computes several items in one model pass overrides this; here they go one by one."""
+        results: list[list[WordTiming] | Exception] = []
+        for audio, sample_rate, tokens, language in items:
+            try:
+                results.append(self.align(audio, sample_rate, tokens, language))
+            except Exception as exc:  # the caller treats it as that item's own failure
+                results.append(exc)
+        return results
+
     def close(self) -> None:
         """Release the model at the end of a chunk."""

@@ -167,6 +167,20 @@ class _FaultyBackend:
         self._plan.before_backend(self._item_for(tokens))
         return self._backend.align(samples, sample_rate, tokens, *args, **kwargs)
 
+    def align_many(self, items):
+        """The batched call: an item whose fault fires fails alone; the others go to the backend together."""
+        results: list = [None] * len(items)
+        passed = []
+        for n, (_, _, tokens, _) in enumerate(items):
+            try:
+                self._plan.before_backend(self._item_for(tokens))
+                passed.append(n)
+            except InjectedFault as exc:
+                results[n] = exc
+        for n, result in zip(passed, self._backend.align_many([items[n] for n in passed]) if passed else []):
+            results[n] = result
+        return results
+
 
 class _FaultyStorage:
     """Storage that kills the process after an item's first output (``kill_mid_item``) or its record
