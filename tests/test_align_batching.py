@@ -78,3 +78,16 @@ def test_a_failure_in_a_group_fails_only_its_own_item(storage, narrator, monkeyp
     failed = timings(storage, "groupfault", chunks[:1])["s1"]
     assert "InjectedFault" in failed.fallback_reason
     assert failed.model is None  # a crash, not a verdict: the next run of the step retries it
+
+
+def test_a_long_item_whose_segment_audio_is_gone_fails_alone_naming_it(storage, narrator):
+    chunks = synthesized_chunks(storage, "lostsegment")
+    layout = BatchLayout("lostsegment")
+    storage.delete(layout.segment_audio("story", 1))
+
+    result = align_chunk(storage, Settings(), chunks[1])
+
+    assert [(r.item_id, r.status.value) for r in result.items] == [("story", "needs_fallback")]
+    record = timings(storage, "lostsegment", chunks[1:])["story"]
+    assert record.fallback_reason.endswith("items/story/segments/00001.wav'")
+    assert record.model is None  # not a verdict: a retry (after synthesis is redone) tries again

@@ -613,7 +613,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
         clock.load_s = time.perf_counter() - t0
         loads = 1
         # The next items' audio is read and each record written in the background while the model aligns.
-        # A long item's audio is not read whole: its windows are read one by one (ranged reads of the master).
+        # A long item's audio is not read whole: its windows are read one by one (its segments' audio objects).
         jobs = todo if load_error is None else []
 
         def read_audio(job: ToAlign) -> bytes | None:
@@ -631,7 +631,7 @@ def align_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> Chunk
                         n, job = group[0]
                         outcomes = [functools.partial(_aligned_words, aligner, job.item, job.synthesis,
                                                       functools.partial(audio.get, n),
-                                                      functools.partial(_master_windows, storage, job.synthesis),
+                                                      functools.partial(_segment_windows, storage, job.synthesis),
                                                       batch)]
                     for (_, job), outcome in zip(group, outcomes):
                         item = job.item
@@ -732,26 +732,24 @@ def _aligned_words(aligner, item: ItemSpec, synthesis: SynthesisRecord, read_aud
     return aligner.align(samples, rate, synthesis.tokens, item.language), [], None
 
 
-def _master_windows(storage: Storage, synthesis: SynthesisRecord):
-    """Each segment of a long item with its window of the master audio (float32 samples), read by ranged GETs
-    two windows ahead of the aligner, so only a few windows are in memory."""
+def _segment_windows(storage: Storage, synthesis: SynthesisRecord):
+    """Each segment of a long item with its window of audio (float32 samples): the segment's own audio object,
+    the exact frames it holds in the master, read two windows ahead of the aligner so only a few are in memory.
+    (A read stays as cheap at the end of an hour's programme as at its start, on any S3: no ranged reads into a
+    large master object, which some S3 servers serve by reading the whole object.)"""
     import numpy as np
 
-    prefix, size = storage.get_prefix(synthesis.audio_key, audio_io.WAV_HEADER_BYTES)
-    header = audio_io.read_wav_header(prefix)
-    if (header.channels, header.sample_width) != (1, 2) or header.sample_rate != synthesis.sample_rate:
-        raise audio_io.AudioError(f"master audio is {header.channels} channel(s), {header.sample_width * 8}-bit, "
-                                  f"{header.sample_rate} Hz; its record states 16-bit mono at "
-                                  f"{synthesis.sample_rate} Hz")
-    if header.frames_present(size) < header.frames:
-        raise audio_io.AudioError(audio_io.truncation(header.frames, header.frames_present(size)))
-
     def read(span: SegmentSpan):
-        data = storage.get_range(synthesis.audio_key, header.data_offset + 2 * span.start_frame, 2 * span.frames)
-        if len(data) != 2 * span.frames:
-            raise audio_io.AudioError(f"segment {span.index}: {len(data)} bytes of the master, expected "
-                                      f"{2 * span.frames}")
-        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        data = storage.get_bytes(span.audio_key)
+        header = audio_io.read_wav_header(data[:audio_io.WAV_HEADER_BYTES])
+        if (header.channels, header.sample_width, header.sample_rate) != (1, 2, synthesis.sample_rate) or \
+                header.frames != span.frames or header.frames_present(len(data)) < header.frames:
+            raise audio_io.AudioError(f"segment {span.index + 1} audio {storage.uri(span.audio_key)} is "
+                                      f"{header.frames} frames of {header.channels} channel(s), "
+                                      f"{header.sample_width * 8}-bit at {header.sample_rate} Hz; the item's record "
+                                      f"states {span.frames} frames of 16-bit mono at {synthesis.sample_rate} Hz")
+        pcm = data[header.data_offset:header.data_offset + 2 * header.frames]
+        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
     with Prefetch(read, synthesis.segments) as windows:
         for n, span in enumerate(synthesis.segments):
