@@ -285,3 +285,29 @@ def test_the_lexicons_commands_upload_list_show_and_delete(storage, tmp_path, ca
     assert code == 2 and "no lexicon 'names'" in err
     code, out, _ = run("list")
     assert out.strip() == f"no lexicons under {storage.uri('lexicons/')}"
+
+
+def test_a_lexicon_reaches_every_segment_of_a_long_item(storage, narrator):
+    upload_lexicon(storage, "names", pls(alias("SQL", "sequel"), phoneme("Nguyen", "wɪn")), "names.pls")
+    text = ("Mister Nguyen opened the report. It was written in SQL.\n\n"
+            "By noon Nguyen had rewritten the SQL. Nobody noticed.")
+    planned = plan(storage, "longlex", {"id": "story", "text": text}, lexicons=["names"])
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    assert {i.status.value for i in render_chunk(storage, settings, chunk.model_copy(
+        update={"formats": ["srt"]})).items} == {"done"}
+    layout = BatchLayout("longlex")
+
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+    assert len(record.segments) == 4  # one per sentence: espeak takes a sentence at a time
+    said = {t.original.strip("."): (t.spoken, t.phonemes) for t in record.tokens if t.original.strip(".") in
+            ("SQL", "Nguyen")}
+    assert said == {"SQL": (["sequel"], None), "Nguyen": (["nguyen"], "wɪn")}
+    # espeak-ng spoke the alias in the segments that hold the word, in master time
+    assert [w.spoken for w in record.reference_words if w.text.startswith("SQL")] == ["sequel", "sequel"]
+    timing = TimingRecord.model_validate(storage.get_json(layout.timing("story", "pocketsphinx")))
+    assert all(w.timed for w in timing.words if w.text.startswith(("SQL", "Nguyen")))
+    srt = pysubs2.SSAFile.from_string(storage.get_text(layout.subtitle("story", "srt")))
+    assert " ".join(event.plaintext.replace("\n", " ") for event in srt) == " ".join(text.split())
