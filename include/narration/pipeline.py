@@ -218,11 +218,11 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
         checks = QualityChecks(settings)
         synth = faults.wrap_backend(_with_gate(synth_cls(settings), settings, checks), chunk)
         t0 = time.perf_counter()
-        checks.load()  # first: the gate can reuse its multilingual Whisper
-        synth.load()
-        clock.load_s = time.perf_counter() - t0
-        loads = 1
-        try:
+        try:  # a model that fails to load still releases the ones loaded before it
+            checks.load()  # first: the gate can reuse its multilingual Whisper
+            synth.load()
+            clock.load_s = time.perf_counter() - t0
+            loads = 1
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
                 # Long items are not announced: their segments are generated one at a time (bounded memory).
