@@ -53,16 +53,16 @@ def write_master(path: str, minutes: float) -> None:
 
 
 CHILD = """
-import json, sys, time
+import json, sys
 from narration.layout import BatchLayout
 from narration.render import AudioDelivery, deliver_audio
 from narration.schema import ItemStatus, SynthesisRecord
 from narration.settings import Settings
 from narration.storage import Storage
-step, key, seconds, encodings = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4].split(",") if sys.argv[4] else []
+step, key, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+encodings = [name for name in sys.argv[4].split(",") if name]
 storage = Storage.from_settings(Settings())
 layout = BatchLayout("render-memory")
-t0 = time.perf_counter()
 if step == "render":
     synthesis = SynthesisRecord(item_id="programme", status=ItemStatus.SYNTHESIZED, backend="espeak-ng",
                                 audio_key=key, sample_rate=22050, audio_seconds=seconds)
