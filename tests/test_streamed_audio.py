@@ -162,3 +162,42 @@ def test_a_long_items_waveform_draws_the_envelope_and_says_its_words_are_not_dra
     assert len(svg) < 40_000
     few = waveform_svg(samples, RATE, many[:MAX_DRAWN_WORDS])
     assert few.count("<rect") == MAX_DRAWN_WORDS
+
+
+RENDER_CHILD = """
+import resource, sys
+import numpy as np
+from narration.layout import BatchLayout
+from narration.render import AudioDelivery, deliver_audio
+from narration.schema import ItemStatus, SynthesisRecord
+from narration.settings import Settings
+from narration.storage import Storage
+storage = Storage.from_settings(Settings())
+key, seconds = sys.argv[1], float(sys.argv[2])
+synthesis = SynthesisRecord(item_id="programme", status=ItemStatus.SYNTHESIZED, backend="espeak-ng", audio_key=key,
+                            sample_rate=22050, audio_seconds=seconds)
+import scipy.ndimage, scipy.signal, soundfile, soxr  # noqa: the libraries delivery loads, so only its data counts
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+deliver_audio(storage, BatchLayout("bounded"), "programme", synthesis, AudioDelivery(-16.0, -1.0, []))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def test_delivering_a_long_master_keeps_memory_far_under_its_decoded_size(storage, tmp_path):
+    """A 10-minute master (26 MB of 16-bit PCM, 106 MB as float64; decoding it whole raised the peak by 441 MB,
+    measured): delivering it raises the process's peak RSS by less than one float64 copy of the programme."""
+    import os
+    import sys
+
+    minutes, rng = 10, np.random.default_rng(2)
+    path = tmp_path / "master.wav"
+    with soundfile.SoundFile(path, "w", RATE, 1, format="WAV", subtype="PCM_16") as out:
+        for _ in range(minutes):
+            minute = 0.1 * rng.standard_normal(RATE * 60) * (1 + np.sin(np.arange(RATE * 60) / RATE))
+            out.write(minute.astype(np.float32))
+    key = storage.upload_file(BatchLayout("bounded").audio("programme"), str(path))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["include", os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", RENDER_CHILD, key, str(minutes * 60)], env=env,
+                          capture_output=True, text=True, check=True)
+    growth_mb = float(proc.stdout.strip().splitlines()[-1])
+    assert growth_mb < 100, f"delivery of a {minutes}-minute master raised peak RSS by {growth_mb:.0f} MB"
