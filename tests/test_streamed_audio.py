@@ -176,7 +176,7 @@ storage = Storage.from_settings(Settings())
 key, seconds = sys.argv[1], float(sys.argv[2])
 synthesis = SynthesisRecord(item_id="programme", status=ItemStatus.SYNTHESIZED, backend="espeak-ng", audio_key=key,
                             sample_rate=22050, audio_seconds=seconds)
-import scipy.ndimage, scipy.signal, soundfile, soxr  # noqa: the libraries delivery loads, so only its data counts
+import scipy.ndimage, scipy.signal, soundfile, soxr  # loaded first: only delivery's data counts
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 deliver_audio(storage, BatchLayout("bounded"), "programme", synthesis, AudioDelivery(-16.0, -1.0, []))
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
