@@ -141,10 +141,6 @@ class LoudnessMeter:
         return float(value)
 
 
-def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
-    return measure(ArrayReader(audio, sample_rate))[0]
-
-
 def _limit(audio: np.ndarray, sample_rate: int, ceiling_db: float) -> np.ndarray:
     """A look-ahead limiter: per sample the gain that keeps the oversampled peak under the ceiling, spread by a
     minimum filter and smoothed by a moving average of the same width, so the gain never exceeds what any
