@@ -79,6 +79,7 @@ bench-core: venv system-packages
 	$(PY) -m bench.report
 	$(PY) -m bench.overlap
 	$(PY) -m bench.longform
+	$(PY) -m bench.render_memory
 
 bench-heavy: venv-heavy
 	$(HEAVY_PY) -m bench.models

@@ -1,5 +1,5 @@
-"""Audio helpers: WAV in and out of memory (read through soundfile: any PCM width, float, FLAC), resampling,
-duration.
+"""Audio helpers: WAV in and out of memory (read through soundfile: any PCM width, float, FLAC), block readers over
+an array or a WAV file (a long master is processed without decoding it whole), resampling, duration.
 
 The synthesizer's native-rate take is what is timed; aligners resample their own copy (WhisperX and
 pocketsphinx want 16 kHz).
@@ -11,6 +11,7 @@ import io
 import struct
 import wave
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import soundfile
@@ -149,6 +150,72 @@ def from_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
     """Decode lossless audio (see :func:`decode_audio`) to (float32 mono samples, sample rate)."""
     decoded = decode_audio(data)
     return decoded.samples, decoded.sample_rate
+
+
+class SampleReader(Protocol):
+    """A mono signal read by ranges: float64 samples [start, stop) of ``frames`` at ``sample_rate``."""
+
+    frames: int
+    sample_rate: int
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+
+class ArrayReader:
+    """A :class:`SampleReader` over samples in memory."""
+
+    def __init__(self, samples: np.ndarray, sample_rate: int):
+        self._samples = np.asarray(samples).ravel()
+        self.frames, self.sample_rate = len(self._samples), int(sample_rate)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._samples[start:stop], dtype=np.float64)
+
+
+class WavFileReader:
+    """A :class:`SampleReader` over a lossless audio file on disk (channels averaged, like :func:`decode_audio`);
+    only the range asked for is decoded. Use it as a context manager."""
+
+    def __init__(self, path: str):
+        try:
+            self._file = soundfile.SoundFile(path)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise AudioError(f"not a readable WAV or FLAC file: {exc}") from exc
+        try:
+            if self._file.format not in LOSSLESS_FORMATS:
+                raise AudioError(f"{self._file.format} audio is not accepted; use WAV or FLAC")
+            if self._file.samplerate <= 0 or self._file.frames == 0:
+                raise AudioError("the file holds no audio samples")
+            if self._file.format in ("WAV", "WAVEX"):  # libsndfile reads a file cut short without a word
+                with open(path, "rb") as fh:
+                    header = read_wav_header(fh.read(WAV_HEADER_BYTES))
+                    size = fh.seek(0, 2)
+                if header.frames_present(size) < header.frames:
+                    raise AudioError(truncation(header.frames, header.frames_present(size)))
+        except BaseException:
+            self._file.close()
+            raise
+        self.frames, self.sample_rate = int(self._file.frames), int(self._file.samplerate)
+        self.channels = self._file.channels
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        self._file.seek(start)
+        samples = self._file.read(max(0, stop - start), dtype="float64", always_2d=True)
+        return samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+
+    def blocks(self, size: int):
+        """(start, samples) over the whole file, ``size`` samples at a time."""
+        for start in range(0, self.frames, size):
+            yield start, self.read(start, min(self.frames, start + size))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> WavFileReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

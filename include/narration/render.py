@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 
 from narration import audio as audio_io
 from narration.dev.faults import FaultPlan
-from narration.encodings import check_encodings, encode, encoder
+from narration.encodings import ENCODINGS, check_encodings, encode_file, encoder
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout
 from narration.longform import chapter_marks
-from narration.loudness import LoudnessError, normalise
+from narration.loudness import RENDER_BLOCK_SAMPLES, LoudnessError, normalise_stream
 from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
 from narration.schema import ChunkResult, ChunkSpec, ItemResult, ItemSpec, ItemStatus, SynthesisRecord, TimingRecord
@@ -159,18 +161,33 @@ def deliver_audio(storage: Storage, layout: BatchLayout, item_id: str, synthesis
     Returns the output keys by kind (``audio`` is the master) and the report row's loudness fields; the figures
     and encoders also go to the item's delivery record. Audio too short or silent to measure ships at its own
     level, and the row says why.
+
+    The master is read from S3 to a temporary file, normalised block by block into a float WAV beside it, and
+    each encoding is made from that file and uploaded from its own: an hour's programme is never held in memory.
     """
-    samples, rate = audio_io.from_wav_bytes(storage.get_bytes(synthesis.audio_key))
-    try:
-        delivered, loudness = normalise(samples, rate, audio.target_lufs, audio.true_peak_ceiling_dbtp)
-        error = None
-    except LoudnessError as exc:
-        delivered, loudness, error = samples, None, f"{exc}; delivered at its synthesised level"
-    outputs = {"audio": storage.put_bytes(layout.delivery_audio(item_id, "wav"), encode(delivered, rate, "wav"))}
-    for name in audio.encodings:
-        outputs[name] = storage.put_bytes(layout.delivery_audio(item_id, name), encode(delivered, rate, name))
+    import soundfile
+
+    with tempfile.TemporaryDirectory(prefix="narration-render-") as tmp:
+        master, normalised = os.path.join(tmp, "master.wav"), os.path.join(tmp, "normalised.wav")
+        storage.download_file(synthesis.audio_key, master)
+        with audio_io.WavFileReader(master) as reader:
+            rate, frames = reader.sample_rate, reader.frames
+            with soundfile.SoundFile(normalised, "w", rate, 1, format="WAV", subtype="FLOAT") as out:
+                try:
+                    loudness = normalise_stream(reader, audio.target_lufs, audio.true_peak_ceiling_dbtp, out.write)
+                    error = None
+                except LoudnessError as exc:  # raised by the first, measuring pass: nothing written yet
+                    for _, block in reader.blocks(RENDER_BLOCK_SAMPLES):
+                        out.write(block.astype("float32"))
+                    loudness, error = None, f"{exc}; delivered at its synthesised level"
+        os.remove(master)
+        outputs: dict[str, str] = {}
+        for kind, name in [("audio", "wav"), *((name, name) for name in audio.encodings)]:
+            encoded = encode_file(normalised, os.path.join(tmp, f"narration.{ENCODINGS[name].extension}"), name)
+            outputs[kind] = storage.upload_file(layout.delivery_audio(item_id, name), encoded)
+            os.remove(encoded)
     storage.put_json(layout.delivery(item_id), {
-        "item_id": item_id, "sample_rate": rate, "duration_s": round(len(samples) / rate, 4),
+        "item_id": item_id, "sample_rate": rate, "duration_s": round(frames / rate, 4),
         "loudness": loudness.model_dump() if loudness else None, "loudness_error": error,
         "encoders": {kind: encoder("wav" if kind == "audio" else kind) for kind in outputs}, "outputs": outputs,
     })

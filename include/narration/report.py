@@ -212,16 +212,72 @@ def summarize(rows: Iterable[ItemReportRow]) -> dict[str, Any]:
 # HTML
 
 
+# Past this many words an item's waveform shows the envelope alone (a 10,000-word programme would add ~2 MB of
+# word marks to the page, too dense to read at the waveform's width); the page says so.
+MAX_DRAWN_WORDS = 2000
+WAVEFORM_WIDTH = 900
+
+
+@dataclass
+class Envelope:
+    """The audio's highest and lowest sample in each of ``len(highs)`` consecutive columns, split like
+    ``np.array_split`` (the first ``frames % columns`` columns one sample longer)."""
+
+    highs: list[float]
+    lows: list[float]
+    frames: int
+    sample_rate: int
+
+    @staticmethod
+    def column_starts(frames: int, columns: int) -> np.ndarray:
+        size, longer = divmod(frames, columns)
+        return np.concatenate([[0], np.cumsum([size + 1] * longer + [size] * (columns - longer))[:-1]]).astype(
+            np.int64)
+
+    @classmethod
+    def from_blocks(cls, blocks: Iterable[tuple[int, np.ndarray]], frames: int, sample_rate: int, columns: int
+                    ) -> Envelope:
+        """The envelope of a signal read in order as (start, samples) blocks: only the columns are kept."""
+        starts = cls.column_starts(frames, columns)
+        highs, lows = np.full(columns, -np.inf), np.full(columns, np.inf)
+        for offset, block in blocks:
+            if not len(block):
+                continue
+            first = int(np.searchsorted(starts, offset, side="right")) - 1
+            cuts = starts[np.searchsorted(starts, offset, side="right"):
+                          np.searchsorted(starts, offset + len(block), side="left")] - offset
+            pieces = np.concatenate([[0], cuts]).astype(np.int64)
+            span = slice(first, first + len(pieces))
+            highs[span] = np.maximum(highs[span], np.maximum.reduceat(block, pieces))
+            lows[span] = np.minimum(lows[span], np.minimum.reduceat(block, pieces))
+        return cls([float(h) for h in highs], [float(lo) for lo in lows], frames, sample_rate)
+
+    @property
+    def audio_ms(self) -> int:
+        return int(self.frames * 1000 / self.sample_rate) if self.sample_rate and self.frames else 0
+
+
+def waveform_columns(frames: int, sample_rate: int | None, words: list[WordTiming], width: int = WAVEFORM_WIDTH
+                     ) -> int:
+    """How many envelope columns the waveform draws for audio of ``frames`` samples beside these words (the
+    audio's share of the drawn span, at most one per sample)."""
+    audio_ms = int(frames * 1000 / sample_rate) if sample_rate and frames else 0
+    spans = effective_spans(words) if words else {}
+    total_ms = max([audio_ms, *(end for _, end in spans.values())], default=0) or 1
+    return max(1, min(width * audio_ms // total_ms, frames))
+
+
 @dataclass
 class ItemMedia:
-    """What the HTML page shows for one item: a playable URL, the audio samples (float32 mono) for the
-    waveform, its words and cues. Any part may be missing."""
+    """What the HTML page shows for one item: a playable URL, the audio for the waveform (its samples, float32
+    mono, or its envelope read block by block from a long master), its words and cues. Any part may be missing."""
 
     audio_url: str | None = None
     samples: np.ndarray | None = None
     sample_rate: int | None = None
     words: list[WordTiming] = field(default_factory=list)
     cues: list[Cue] = field(default_factory=list)
+    envelope: Envelope | None = None
 
 
 def _clock(ms: int) -> str:
@@ -233,13 +289,18 @@ def waveform_svg(
     samples: np.ndarray | None,
     sample_rate: int | None,
     words: list[WordTiming],
-    width: int = 900,
+    width: int = WAVEFORM_WIDTH,
     height: int = 120,
+    envelope: Envelope | None = None,
 ) -> str:
-    """An inline SVG: the audio's min/max envelope with each word's span drawn over it (untimed words, placed
-    between their neighbours, in red), the word as tooltip and, where there is room, as label."""
-    samples = np.asarray(samples if samples is not None else [], dtype=np.float32).ravel()
-    audio_ms = int(len(samples) * 1000 / sample_rate) if sample_rate and len(samples) else 0
+    """An inline SVG: the audio's min/max envelope (from ``samples``, or ``envelope`` already reduced) with each
+    word's span drawn over it (untimed words, placed between their neighbours, in red), the word as tooltip and,
+    where there is room, as label. Past :data:`MAX_DRAWN_WORDS` words the envelope is drawn alone, and says so."""
+    if envelope is None and samples is not None and len(samples) and sample_rate:
+        samples = np.asarray(samples, dtype=np.float32).ravel()
+        columns = waveform_columns(len(samples), sample_rate, words, width)
+        envelope = Envelope.from_blocks([(0, samples)], len(samples), sample_rate, columns)
+    audio_ms = envelope.audio_ms if envelope is not None else 0
     spans = effective_spans(words) if words else {}
     total_ms = max([audio_ms, *(end for _, end in spans.values())], default=0) or 1
     middle = height / 2
@@ -249,19 +310,18 @@ def waveform_svg(
             f'viewBox="0 0 {width} {height}" role="img">'
         )
     ]
-    if len(samples):
-        columns = max(1, min(width * audio_ms // total_ms, len(samples)))
-        # np.array_split's buckets (the first len % columns one sample longer), reduced without a Python loop.
-        size, longer = divmod(len(samples), columns)
-        starts = np.concatenate([[0], np.cumsum([size + 1] * longer + [size] * (columns - longer))[:-1]])
-        highs = np.maximum.reduceat(samples, starts).tolist()
-        lows = np.minimum.reduceat(samples, starts).tolist()
-        step = width * audio_ms / total_ms / columns
-        top = [f"{k * step:.1f},{middle - max(h, 0) * middle:.1f}" for k, h in enumerate(highs)]
+    if envelope is not None:
+        step = width * audio_ms / total_ms / len(envelope.highs)
+        top = [f"{k * step:.1f},{middle - max(h, 0) * middle:.1f}" for k, h in enumerate(envelope.highs)]
         bottom = [
-            f"{k * step:.1f},{middle - min(lo, 0) * middle:.1f}" for k, lo in reversed(list(enumerate(lows)))
+            f"{k * step:.1f},{middle - min(lo, 0) * middle:.1f}"
+            for k, lo in reversed(list(enumerate(envelope.lows)))
         ]
         parts.append(f'<polygon class="env" points="{" ".join(top + bottom)}"/>')
+    if len(words) > MAX_DRAWN_WORDS:
+        parts.append(f'<text class="note" x="4" y="12">{len(words):,} words: word spans are drawn for items of '
+                     f"up to {MAX_DRAWN_WORDS:,} words (the words JSON has every word's time)</text></svg>")
+        return "".join(parts)
     for word in sorted(words, key=lambda w: w.index):
         start, end = spans[word.index]
         x = width * start / total_ms
@@ -299,7 +359,7 @@ section.item{border-top:1px solid #ddd;margin-top:1.5rem;padding-top:.5rem}
 .wave{background:#f7f7f7;display:block;margin:.5rem 0}.env{fill:#4a6fa5}
 .word rect{fill:#2a9d8f;fill-opacity:.12}.word line{stroke:#2a9d8f;stroke-width:1}
 .untimed rect{fill:#e63946;fill-opacity:.25}.untimed line{stroke:#e63946;stroke-dasharray:3 2}
-.word text{font-size:10px;fill:#333}.cues{columns:2;font-size:.9rem}
+.word text{font-size:10px;fill:#333}.wave .note{font-size:11px;fill:#555}.cues{columns:2;font-size:.9rem}
 .cues li{cursor:pointer;break-inside:avoid}
 .cue{background:#111;color:#fff;display:inline-block;padding:2px 6px;margin:2px 0 6px}
 .time{color:#666;font-family:monospace}
@@ -547,7 +607,7 @@ def item_section(row: ItemReportRow, media: ItemMedia) -> str:
         if media.audio_url
         else ""
     )
-    wave = waveform_svg(media.samples, media.sample_rate, media.words)
+    wave = waveform_svg(media.samples, media.sample_rate, media.words, envelope=media.envelope)
     return (
         f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
         f"<h2>{heading}</h2>{audio}"

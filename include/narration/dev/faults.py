@@ -228,10 +228,20 @@ class _FaultyStorage:
         self._written(key)
         return written
 
+    def upload_file(self, key: str, *args, **kwargs) -> str:
+        written = self._storage.upload_file(key, *args, **kwargs)
+        self._written(key)
+        return written
+
     def get_bytes(self, key: str) -> bytes:
         if key in self._inputs:
             self._plan.before_backend(self._inputs[key])
         return self._storage.get_bytes(key)
+
+    def download_file(self, key: str, *args, **kwargs) -> str:
+        if key in self._inputs:
+            self._plan.before_backend(self._inputs[key])
+        return self._storage.download_file(key, *args, **kwargs)
 
 
 _SEGMENT_RECORD = re.compile(r"/segments/\d+\.json$")  # layout.segment_record
