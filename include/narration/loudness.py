@@ -45,7 +45,7 @@ class LoudnessError(ItemFault, ValueError):
 class LoudnessReport(BaseModel):
     """An item's loudness before and after normalisation, and how it got there."""
 
-    backend: str = "pyloudnorm"
+    backend: str = "bs1770-blocks (pyloudnorm filters)"  # our block-wise meter on pyloudnorm's K-weighting
     target_lufs: float
     true_peak_ceiling_dbtp: float
     integrated_lufs_before: float
