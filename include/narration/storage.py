@@ -300,20 +300,6 @@ class Storage:
                 return b"", 0
             raise KeyError(self.uri(key)) from exc
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes of the object from byte ``start`` (one ranged GET); KeyError when it is missing."""
-        if length <= 0:
-            return b""
-
-        def read() -> bytes:
-            return self.client.get_object(Bucket=self.bucket, Key=key,
-                                          Range=f"bytes={start}-{start + length - 1}")["Body"].read()
-
-        try:
-            return self._call("read", key, read)
-        except ClientError as exc:
-            raise KeyError(self.uri(key)) from exc
-
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode("utf-8")
 
