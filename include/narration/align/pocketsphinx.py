@@ -69,14 +69,20 @@ class PocketsphinxAligner(Aligner):
     def _ensure_pronunciations(self, words: list[str]) -> None:
         from narration.align.pronounce import pronounce
 
+        missing: dict[str, str] = {}
         for word in dict.fromkeys(words):
             if self._decoder.lookup_word(word) is None:
                 try:
-                    phones = pronounce(word)
-                    self._decoder.add_word(word, phones, True)
+                    missing[word] = pronounce(word)
                 except (ValueError, RuntimeError) as exc:
                     raise AlignmentError(f"no usable pronunciation for the word {word!r}: {exc}") from exc
-                self.added_words[word] = phones
+        for word, phones in missing.items():
+            try:
+                # No rebuild of the current search (update=False): set_align_text builds each alignment's own.
+                self._decoder.add_word(word, phones, False)
+            except RuntimeError as exc:
+                raise AlignmentError(f"no usable pronunciation for the word {word!r}: {exc}") from exc
+            self.added_words[word] = phones
 
     @staticmethod
     def _lexicon_word(token: ScriptToken, lexicon_words: dict[str, str]) -> str | None:
