@@ -128,25 +128,30 @@ def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
     return {"deleted": args.voice_id}, f"deleted voice {args.voice_id}"
 
 
-def _run_voices(args, settings: Settings) -> int:
-    """Voice commands speak to people: text on stdout, one error line on stderr (exit 2 for a refused request,
-    1 when S3 or the machine failed: an InfrastructureFault)."""
+def _run_for_people(group: str, command: str, as_json: bool, run: Callable[[], tuple[dict, str]],
+                    refused: type[Exception]) -> int:
+    """A library command (voices, lexicons) speaks to people: text on stdout, one error line on stderr (exit 2 for a
+    refused request, 1 when S3 or the machine failed: an InfrastructureFault); ``--json``: one result line."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from narration.voices import VoiceError
-
     try:
-        result, text = cmd_voices(args, settings)
-    except (VoiceError, InfrastructureFault, BotoCoreError, ClientError) as exc:
-        if args.json:
-            emit_result(error_result("voices", exc))
-        print(f"narration voices {args.voice_command}: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, VoiceError) else 1
-    if args.json:
+        result, text = run()
+    except (refused, InfrastructureFault, BotoCoreError, ClientError) as exc:
+        if as_json:
+            emit_result(error_result(group, exc))
+        print(f"narration {group} {command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, refused) else 1
+    if as_json:
         emit_result(result)
     else:
         print(text)
     return 0
+
+
+def _run_voices(args, settings: Settings) -> int:
+    from narration.voices import VoiceError
+
+    return _run_for_people("voices", args.voice_command, args.json, lambda: cmd_voices(args, settings), VoiceError)
 
 
 def _add_lexicon_commands(sub) -> None:
@@ -209,24 +214,10 @@ def cmd_lexicons(args, settings: Settings) -> tuple[dict, str]:
 
 
 def _run_lexicons(args, settings: Settings) -> int:
-    """Like the voice commands: text on stdout, one error line on stderr (exit 2 for a refused lexicon or name,
-    1 when S3 or the machine failed)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from narration.lexicons import LexiconError
 
-    try:
-        result, text = cmd_lexicons(args, settings)
-    except (LexiconError, InfrastructureFault, BotoCoreError, ClientError) as exc:
-        if args.json:
-            emit_result(error_result("lexicons", exc))
-        print(f"narration lexicons {args.lexicon_command}: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, LexiconError) else 1
-    if args.json:
-        emit_result(result)
-    else:
-        print(text)
-    return 0
+    return _run_for_people("lexicons", args.lexicon_command, args.json, lambda: cmd_lexicons(args, settings),
+                           LexiconError)
 
 
 def _retryable(exc: BaseException) -> bool:
