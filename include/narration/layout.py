@@ -1,6 +1,6 @@
 """The fixed S3 layout of manifests, voices and batch outputs; the only place keys are built.
 
-Keys are built only from sanitised ids (see ``manifests.ID_PATTERN``), never from raw manifest text.
+Keys are built only from sanitised ids (``ID_PATTERN``), never from raw manifest text.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ LEXICONS = "lexicons/"
 BATCHES = "batches/"
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+# An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
+# share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?\Z")
+ID_RULE = ("id must be 1-96 characters of letters, digits, '.', '_' or '-', start with a letter or digit, "
+           "end with a letter, digit or '_', and contain no '..'")
+
 
 
 def safe_component(value: str, max_len: int = 96) -> str:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from narration.errors import ConfigurationFault
-from narration.layout import LEXICONS, lexicon_key
-from narration.manifests import ID_PATTERN
+from narration.layout import ID_PATTERN, LEXICONS, lexicon_key
 from narration.normalize import bare_word, normalize_script
 from narration.schema import Pronunciation, ScriptToken
 from narration.storage import Storage

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from narration.errors import ItemFault
 from narration.languages import SUPPORTED_LANGUAGES
+from narration.layout import ID_PATTERN, ID_RULE
 from narration.longform import MAX_CHAPTER_TITLE_CHARS, LongformTextError, heading_chapters, paragraphs_of
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
 from narration.schema import Chapter, ItemSpec, LineError
@@ -28,11 +29,6 @@ from narration.settings import Settings
 if TYPE_CHECKING:
     from narration.lexicons import LexiconLibrary
 
-# An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
-# share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?\Z")
-ID_RULE = ("id must be 1-96 characters of letters, digits, '.', '_' or '-', start with a letter or digit, "
-           "end with a letter, digit or '_', and contain no '..'")
 MARKUP = re.compile(
     r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>"  # <speak>, <break time="1s"/>, </p>
     r"|<!--|<\?xml|<!\[CDATA\[|<!DOCTYPE"  # comments, XML declarations, CDATA

@@ -15,8 +15,7 @@ from pydantic import BaseModel, Field
 from narration import audio as audio_io
 from narration.errors import ItemFault
 from narration.languages import DEFAULT_LANGUAGE
-from narration.layout import VOICES, voice_meta_key, voice_reference_key
-from narration.manifests import ID_PATTERN
+from narration.layout import ID_PATTERN, VOICES, voice_meta_key, voice_reference_key
 from narration.settings import Settings
 from narration.storage import Storage
 from narration.synth.base import Voice

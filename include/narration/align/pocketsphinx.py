@@ -88,7 +88,7 @@ class PocketsphinxAligner(Aligner):
     def _lexicon_word(token: ScriptToken, lexicon_words: dict[str, str]) -> str | None:
         """The dictionary word that carries a token's lexicon phonemes ("nguyen_lexicon1": its own entry, so the
         shared dictionary's "nguyen" is left as it is), or None when no ARPAbet phone comes of them."""
-        from narration.align.pronounce import ipa_to_arpabet
+        from narration.phonemes import ipa_to_arpabet
 
         phones = " ".join(ipa_to_arpabet(token.phonemes or ""))
         base = "".join(map(dictionary_word, token.spoken)) or "word"

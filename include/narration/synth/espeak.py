@@ -169,7 +169,7 @@ def espeak_engine() -> EspeakEngine:
 
 def phoneme_word(ipa: str) -> str:
     """A lexicon's IPA as espeak-ng phoneme input (``[[w'Ust3]]``); symbols its English set lacks are left out."""
-    from narration.align.pronounce import ipa_to_espeak
+    from narration.phonemes import ipa_to_espeak
 
     return "[[" + "".join(ipa_to_espeak(ipa)[0]) + "]]"
 
