@@ -395,3 +395,27 @@ def test_a_run_on_sentence_is_cut_at_clauses_then_words_so_no_segment_is_unbound
     assert all(len(spoken_text(s.tokens)) <= 120 for s in segments)
     assert all(s.tokens[-1].original.endswith(",") for s in segments[:3])  # clause ends first
     assert len(segments) > 4
+
+
+def test_subtitle_cues_never_run_across_a_paragraph_or_a_chapter_heading(storage, narrator):
+    text = ("# Morning\n\nThe harbour was quiet that morning. Gulls circled above the boats.\n\n"
+            "By noon the wind had turned.\n\n# Evening\n\nIn the evening the lamps were lit along the pier.")
+    plan = plan_lines(storage, "cuebreaks", {"id": "story", "text": text})
+    chunk = load_chunk(storage, plan.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    assert [i.status.value for i in render_chunk(storage, settings, chunk.model_copy(
+        update={"formats": ["json"]})).items] == ["done"]
+    layout = BatchLayout("cuebreaks")
+    document = json.loads(storage.get_text(layout.subtitle("story", "json")))
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+
+    paragraph_of = {token: span.paragraph for span in record.segments
+                    for token in range(span.first_token, span.end_token)}
+    assert sorted(set(paragraph_of.values())) == [1, 2, 3, 4, 5]  # the headings are paragraphs of their own
+    cue_paragraphs = [{paragraph_of[index] for index in cue["word_indexes"]} for cue in document["cues"]]
+    assert all(len(paragraphs) == 1 for paragraphs in cue_paragraphs), cue_paragraphs
+    headings = [" ".join(document["words"][i]["text"] for i in cue["word_indexes"]) for cue in document["cues"]
+                if paragraph_of[cue["word_indexes"][0]] in (1, 4)]
+    assert headings == ["Morning", "Evening"]

@@ -234,3 +234,9 @@ def chapter_marks(item: ItemSpec, segments: list[SegmentSpan], duration_ms: int)
         end = starts[n + 1][1] if n + 1 < len(starts) else duration_ms
         marks.append(ChapterMark(title=name, start_ms=start, end_ms=max(end, start + 1), first_word=first_word))
     return marks
+
+
+def paragraph_ends(spans: list[SegmentSpan]) -> set[int]:
+    """The index of each paragraph's last token but the programme's last (a chapter heading is a paragraph of its
+    own): the subtitle cues end there, so a cue never runs from one paragraph into the next."""
+    return {span.end_token - 1 for span, following in zip(spans, spans[1:]) if following.paragraph != span.paragraph}

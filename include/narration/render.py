@@ -21,7 +21,7 @@ from narration.dev.faults import FaultPlan
 from narration.encodings import ENCODINGS, check_encodings, encode_file, encoder
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout
-from narration.longform import chapter_marks
+from narration.longform import chapter_marks, paragraph_ends
 from narration.loudness import RENDER_BLOCK_SAMPLES, LoudnessError, normalise_stream
 from narration.pipeline import cache_key, load_chunk, read_record  # noqa: F401  (load_chunk re-exported)
 from narration.report import ItemReportRow, item_row
@@ -212,7 +212,7 @@ def _render_item(storage: Storage, settings: Settings, layout: BatchLayout, chun
                        low_confidence_below=settings.low_confidence_scores.get(timing.method) if timing else None)
         # No backend's timings ship with this item: name none (the reason lists what was tried).
         return row.model_copy(update={"timing_method": None, **loudness_fields})
-    cues = segment_cues(timing.words, profile)
+    cues = segment_cues(timing.words, profile, paragraph_ends(synthesis.segments))
     metadata = {
         "item_id": item.item_id, "batch_id": chunk.batch_id, "method": timing.method,
         "attempted": timing.attempted, "fallback_reason": timing.fallback_reason,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
@@ -285,10 +286,12 @@ def _evaluate(
     return _Candidate(cost, lines, start, end, violations)
 
 
-def segment_cues(words: list[WordTiming], profile: SubtitleProfile | str | None = None) -> list[Cue]:
+def segment_cues(words: list[WordTiming], profile: SubtitleProfile | str | None = None,
+                 breaks_after: Collection[int] = ()) -> list[Cue]:
     """Group words (in index order) into cues numbered from 1, following ``profile`` (default netflix-adult).
 
-    Cues split at sentence ends and pauses; a pause of ``hard_pause_ms`` always splits. Within those, the
+    Cues split at sentence ends and pauses; a pause of ``hard_pause_ms`` always splits, and so does the end of a
+    word whose index is in ``breaks_after`` (a long item's paragraph and chapter-heading ends). Within those, the
     cheapest segmentation wins: breaks after punctuation and before conjunctions/prepositions are cheap,
     breaks inside article+noun, first+last name, pronoun+verb, auxiliary+verb and number+unit are costly,
     and every profile rule broken costs much more, so cues are merged, split or extended into silence
@@ -313,7 +316,7 @@ def segment_cues(words: list[WordTiming], profile: SubtitleProfile | str | None 
         pause = starts[k + 1] - ends[k]
         cost = break_cost(texts[k], texts[k + 1])
         sentence_end = is_sentence_end(texts[k])
-        if pause >= profile.hard_pause_ms:
+        if pause >= profile.hard_pause_ms or ordered[k].index in breaks_after:
             boundary[k], keep_together[k] = 0.0, math.inf
             continue
         if pause >= profile.pause_split_ms and cost < COST_FORBIDDEN_BREAK:
