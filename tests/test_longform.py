@@ -419,3 +419,17 @@ def test_subtitle_cues_never_run_across_a_paragraph_or_a_chapter_heading(storage
     headings = [" ".join(document["words"][i]["text"] for i in cue["word_indexes"]) for cue in document["cues"]
                 if paragraph_of[cue["word_indexes"][0]] in (1, 4)]
     assert headings == ["Morning", "Evening"]
+
+
+def test_a_long_items_quality_checks_judge_a_segment_with_enough_speech(storage, narrator, monkeypatch):
+    monkeypatch.setenv("NARRATION_QUALITY_LANGUAGE_ID", "true")
+    text = ("# Morning\n\nThe harbour was quiet that morning, and the gulls circled slowly above the fishing boats "
+            "that waited for the tide.\n\nBy noon the wind had turned.")
+    plan = plan_lines(storage, "judged", {"id": "story", "text": text})
+    synthesize_chunk(storage, Settings(), load_chunk(storage, plan.chunks[0].key))
+    record = SynthesisRecord.model_validate(storage.get_json(BatchLayout("judged").synthesis("story")))
+
+    assert len(record.segments) == 3 and record.segments[0].end_ms - record.segments[0].start_ms < 3000
+    assert "quality checks judged segment 2 of 3 (the first synthesised of at least 3 s, else the longest)" in \
+        record.quality_notes
+    assert record.detected_language == "en" and record.language_probability > 0.8

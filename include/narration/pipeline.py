@@ -338,6 +338,11 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
                          f"so the word is read as written ({p.lexicon})")
     return {"lexicon_entries": notes}
+# A long item's quality checks judge one segment: the first synthesised with this much speech (a chapter heading
+# of two words is too short to tell its language), else the longest synthesised.
+QUALITY_SAMPLE_S = 3.0
+
+
 def _finished_segments(storage: Storage, layout: BatchLayout, item: ItemSpec) -> dict[int, SegmentRecord]:
     """The item's segment records already in S3 whose audio is the audio they describe, by index (one listing,
     then a record and a header read per segment found)."""
@@ -386,6 +391,7 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
         reference: list[WordTiming] | None = []
         first_params: dict = {}
         attempts, wers, quality = 1, [], None
+        judged, longest = None, None  # the segment the quality checks judge (the first long enough to judge)
         with tempfile.TemporaryDirectory(prefix="narration-master-") as work:
             path = os.path.join(work, "master.wav")
             master = None
@@ -403,8 +409,11 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
                         started = time.perf_counter()
                         out = synth.synthesize(segment.tokens, voice, speed=item.speed, seed=seed)
                         wav = audio_io.to_wav_bytes(out.audio, out.sample_rate)
-                        if quality is None:
+                        if quality is None and len(out.audio) >= QUALITY_SAMPLE_S * out.sample_rate:
                             quality = _quality_fields(checks, out, item, voice, synth.clones_voice)
+                            judged, longest = segment.index, None
+                        elif quality is None and (longest is None or len(out.audio) > len(longest[1].audio)):
+                            longest = (segment.index, out)  # judged if no segment is long enough
                         record = SegmentRecord(
                             item_id=item.item_id, index=segment.index, cache_key=segment_key,
                             audio_key=layout.segment_audio(item.item_id, segment.index), sample_rate=out.sample_rate,
@@ -458,12 +467,16 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
             writer.flush()  # every segment is in S3 before the master that is made of them
             audio_key = storage.upload_file(layout.audio(item.item_id), path)
         reused_count = sum(span.reused for span in spans)
+        if quality is None and longest is not None:  # no segment of QUALITY_SAMPLE_S: the longest made
+            judged, out = longest
+            quality = _quality_fields(checks, out, item, voice, synth.clones_voice)
         if quality is None:  # every segment was reused: no audio was judged in this run
             quality = {"voice_cloning": synth.clones_voice,
                        "quality_notes": ["quality checks not run: every segment was made by an earlier run"]}
         elif checks is not None and len(spans) > 1:
             quality["quality_notes"] = [*quality.get("quality_notes", []),
-                                        f"quality checks judged the first synthesised segment of {len(spans)}"]
+                                        f"quality checks judged segment {judged + 1} of {len(spans)} (the first "
+                                        f"synthesised of at least {QUALITY_SAMPLE_S:g} s, else the longest)"]
         elapsed = time.perf_counter() - t0
         record = SynthesisRecord(
             item_id=item.item_id, status=ItemStatus.SYNTHESIZED, backend=synth.name, audio_key=audio_key,
