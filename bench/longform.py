@@ -115,6 +115,22 @@ def onset_errors(reference, timed, first: int, count: int) -> dict:
             "median_ms": round(float(np.median(e)), 1), "p95_ms": round(float(np.percentile(e, 95)), 1)}
 
 
+def drift(reference, timed) -> dict:
+    """Whether error grows along the programme: the least-squares slope of each word's absolute onset error
+    against its position (ms per 1,000 words), and the mean error of every 500-word window in order."""
+    truth = {w["index"]: w["start_ms"] for w in reference if w.get("start_ms") is not None}
+    pairs = [(w["index"], abs(w["start_ms"] - truth[w["index"]])) for w in timed
+             if w.get("start_ms") is not None and w["index"] in truth]
+    if len(pairs) < 2:
+        return {"slope_ms_per_1000_words": None, "window_means_ms": []}
+    position, error = (np.asarray(values, dtype=float) for values in zip(*pairs))
+    slope = float(np.polyfit(position, error, 1)[0]) * 1000
+    windows = [round(float(error[(position >= start) & (position < start + WINDOW_WORDS)].mean()), 1)
+               for start in range(0, int(position.max()) + 1, WINDOW_WORDS)
+               if ((position >= start) & (position < start + WINDOW_WORDS)).any()]
+    return {"slope_ms_per_1000_words": round(slope, 2), "window_means_ms": windows}
+
+
 def narrate(storage, settings, env: dict[str, str], text: str, words: int) -> dict:
     """Plan a one-item batch with ``text`` and run synthesize, align and render; the step figures and outputs."""
     from narration.layout import INCOMING, BatchLayout
@@ -164,6 +180,7 @@ def figures(words: int, run: dict) -> dict:
         "timing_method": run["timing"]["method"],
         "timing_status": run["timing"]["status"],
         "onset": {name: onset_errors(reference, timed, first, WINDOW_WORDS) for name, first in windows.items()},
+        "drift": drift(reference, timed),
         "cues": len(cues),
         "cues_breaking_profile": broken,
         "cue_break_share": round(broken / len(cues), 3) if cues else None,
@@ -199,6 +216,11 @@ def print_table(rows: list[dict]) -> None:
             cells.append(f"{name} {o.get('mean_ms', '-')}/{o.get('median_ms', '-')}/{o.get('p95_ms', '-')} "
                          f"({o['untimed']} untimed)")
         print(f"{row['words']:>6}: {'; '.join(cells)}   [{row['timing_method']}, {row['timing_status']}]")
+    print("\ndrift: slope of onset error against word position, and the mean error of each 500-word window")
+    for row in rows:
+        d = row["drift"]
+        print(f"{row['words']:>6}: {d['slope_ms_per_1000_words']} ms per 1,000 words; windows "
+              f"{' '.join(str(m) for m in d['window_means_ms'])}")
     print("\ncues breaking the subtitle profile (bench.rules)")
     for row in rows:
         print(f"{row['words']:>6}: {row['cues_breaking_profile']} of {row['cues']} cues "
