@@ -21,6 +21,7 @@ LEXICONS = "lexicons/"
 BATCHES = "batches/"
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SEGMENT_RECORD = re.compile(r"/segments/(\d+)\.json$")
 
 # An id is used verbatim as an S3 key component: it must survive layout.safe_component unchanged (so two ids never
 # share a prefix), hence it starts and ends with a letter, digit or '_'; \Z, unlike $, refuses a trailing newline.
@@ -96,6 +97,12 @@ class BatchLayout:
     def segment_record(self, item_id: str, index: int) -> str:
         """The segment's record: written after its audio, it says the segment is done and from what inputs."""
         return self.item_prefix(item_id) + f"segments/{index:05d}.json"
+
+    @staticmethod
+    def segment_record_index(key: str) -> int | None:
+        """The segment index of a key that is a segment record (:meth:`segment_record`), else None."""
+        match = _SEGMENT_RECORD.search(key)
+        return int(match.group(1)) if match else None
 
     def segments_prefix(self, item_id: str) -> str:
         return self.item_prefix(item_id) + "segments/"

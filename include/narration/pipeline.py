@@ -347,8 +347,8 @@ def _finished_segments(storage: Storage, layout: BatchLayout, item: ItemSpec) ->
     """The item's segment records already in S3 whose audio is the audio they describe, by index (one listing,
     then a record and a header read per segment found)."""
     prefix = layout.segments_prefix(item.item_id)
-    indexes = sorted(int(key[len(prefix):-5]) for key in storage.list_keys(prefix)
-                     if key.endswith(".json") and key[len(prefix):-5].isdigit())
+    indexes = sorted(index for key in storage.list_keys(prefix)
+                     if (index := layout.segment_record_index(key)) is not None)
 
     def check(index: int) -> SegmentRecord | None:
         record = read_record(storage, layout.segment_record(item.item_id, index), SegmentRecord)[0]

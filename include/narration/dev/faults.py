@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import threading
 from collections.abc import Callable
@@ -190,6 +189,7 @@ class _FaultyStorage:
                  record: Callable[[str], str], backend_input: Callable[[str], str] | None):
         self._storage = storage
         self._plan = plan
+        self._layout = layout
         self._items = [(position, item.item_id, layout.item_prefix(item.item_id))
                        for position, item in enumerate(chunk.items, start=1)]
         self._records = {record(item_id): position for position, item_id, _ in self._items}
@@ -201,7 +201,7 @@ class _FaultyStorage:
         return getattr(self._storage, name)
 
     def _written(self, key: str) -> None:
-        if _SEGMENT_RECORD.search(key):
+        if self._layout.segment_record_index(key) is not None:
             self._segments_written += 1
             self._plan.after_segment(self._segments_written)
             return
@@ -242,9 +242,6 @@ class _FaultyStorage:
         if key in self._inputs:
             self._plan.before_backend(self._inputs[key])
         return self._storage.download_file(key, *args, **kwargs)
-
-
-_SEGMENT_RECORD = re.compile(r"/segments/\d+\.json$")  # layout.segment_record
 
 
 def _kill(where: str) -> None:
