@@ -94,17 +94,22 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _read_input(path: str, refused: Callable[[str], Exception]) -> bytes:
+    """The bytes of a file a library command uploads; an unreadable file is the command's refusal, not a crash."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise refused(exc.strerror) from exc
+
+
 def cmd_voices(args, settings: Settings) -> tuple[dict, str]:
     """(JSON result, text for people) of one ``narration voices`` command."""
     from narration import voices
 
     storage = _storage(settings)
     if args.voice_command == "upload":
-        try:
-            with open(args.wav, "rb") as fh:
-                wav = fh.read()
-        except OSError as exc:
-            raise voices.VoiceError(f"cannot read {args.wav}: {exc.strerror}") from exc
+        wav = _read_input(args.wav, lambda why: voices.VoiceError(f"cannot read {args.wav}: {why}"))
         info = voices.upload_voice(storage, args.voice_id, wav, args.transcript, language=args.language,
                                    espeak_voice=args.espeak_voice, settings=settings, replace=args.force)
         text = (f"uploaded voice {info.voice_id}: {info.duration_s:.2f} s, {info.loudness_dbfs:.1f} dBFS, "
@@ -186,11 +191,8 @@ def cmd_lexicons(args, settings: Settings) -> tuple[dict, str]:
 
     storage = _storage(settings)
     if args.lexicon_command == "upload":
-        try:
-            with open(args.file, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise lexicons.LexiconError(args.file, None, None, f"cannot read the file: {exc.strerror}") from exc
+        data = _read_input(args.file, lambda why: lexicons.LexiconError(args.file, None, None,
+                                                                         f"cannot read the file: {why}"))
         info = lexicons.upload_lexicon(storage, args.name, data, args.file, replace=args.force)
         return ({"uploaded": info.model_dump(mode="json")},
                 f"uploaded lexicon {info.name} to {storage.uri(info.key)}: {info.entries} entries "
