@@ -19,6 +19,7 @@ import json
 import os
 import random
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 MARK = "@@@"
@@ -39,6 +40,9 @@ def main() -> int:
         apply_changes(run.get("before", []))
         saved = {key: os.environ.get(key) for key in run.get("env", {})}
         os.environ.update(run.get("env", {}))
+        # S3 stamps objects to the second: begin in a fresh second, so the previous run's last writes (the render
+        # of its final chunk can land within a second of its end) read as older than this run's began.
+        time.sleep(1.05 - time.time() % 1)
         print(f"{MARK} begin {run['name']} {datetime.now(timezone.utc).isoformat()}", flush=True)
         try:
             dag = load_dag()
