@@ -10,9 +10,9 @@ import logging
 
 from narration.dev.faults import ENV_VAR
 from narration.layout import BatchLayout
-from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
+from narration.pipeline import align_chunk, alignment_cache_key, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
-from narration.schema import TimingRecord
+from narration.schema import SynthesisRecord, TimingRecord
 from narration.settings import Settings
 from tests.dag_runs import jsonl
 
@@ -91,3 +91,27 @@ def test_a_long_item_whose_segment_audio_is_gone_fails_alone_naming_it(storage, 
     record = timings(storage, "lostsegment", chunks[1:])["story"]
     assert record.fallback_reason.endswith("items/story/segments/00001.wav'")
     assert record.model is None  # not a verdict: a retry (after synthesis is redone) tries again
+
+
+def test_the_batch_settings_key_whisperx_timings_but_not_an_item_by_item_aligners(storage, narrator):
+    chunks = synthesized_chunks(storage, "batchkey")
+    layout = BatchLayout("batchkey")
+    assert align_chunk(storage, Settings(alignment_batch_size=1), chunks[0]).skipped == 0
+    # pocketsphinx aligns item by item whatever the group: its records stand when only the batch size changes.
+    assert align_chunk(storage, Settings(alignment_batch_size=4), chunks[0]).skipped == len(SHORT)
+
+    # WhisperX's batched emissions are whole-item passes padded to their batch: another batch setting, another key.
+    item = chunks[0].items[0]
+    synthesis = SynthesisRecord.model_validate(storage.get_json(layout.synthesis(item.item_id)))
+    etag = storage.etag(synthesis.audio_key)
+
+    def key(**batching) -> str:
+        return alignment_cache_key("whisperx", item, synthesis, etag, Settings(**batching))
+
+    unbatched = key(alignment_batch_size=1)
+    assert unbatched == key(alignment_batch_size=1, alignment_batch_s=60.0)  # the cap is unused when unbatched
+    assert len({unbatched, key(alignment_batch_size=4), key(alignment_batch_size=8),
+                key(alignment_batch_size=4, alignment_batch_s=60.0)}) == 4
+    assert key(alignment_batch_size=4) == key(alignment_batch_size=4)
+    assert alignment_cache_key("pocketsphinx", item, synthesis, etag, Settings(alignment_batch_size=4)) == \
+        alignment_cache_key("pocketsphinx", item, synthesis, etag, Settings(alignment_batch_size=1))

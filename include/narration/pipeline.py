@@ -532,9 +532,12 @@ def alignment_cache_key(backend: str, item: ItemSpec, synthesis: SynthesisRecord
                         settings: Settings) -> str:
     """What a timing record depends on: the exact audio (its ETag), the script, the backend and its parameters,
     and the quality gate that decides between aligned and needs-fallback."""
-    return cache_key("alignment", backend, item.language, synthesis.params.get("cache_key"), audio_etag,
-                     [t.model_dump(exclude_none=True) for t in synthesis.tokens], backend_params(backend, settings),
-                     settings.max_untimed_ratio, settings.min_mean_score)
+    parts = ["alignment", backend, item.language, synthesis.params.get("cache_key"), audio_etag,
+             [t.model_dump(exclude_none=True) for t in synthesis.tokens], backend_params(backend, settings),
+             settings.max_untimed_ratio, settings.min_mean_score]
+    if shaping := get_aligner_class(backend).output_params(settings):  # none: the key stays as it always was
+        parts.append(shaping)
+    return cache_key(*parts)
 
 
 @dataclass(frozen=True)

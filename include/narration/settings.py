@@ -95,7 +95,8 @@ class Settings(BaseSettings):
 
         return check_encodings(value)
 
-    # Batching on the model workers: outputs do not depend on these (each item keeps its own seed and noise).
+    # Batching on the model workers. Synthesis does not depend on it (each item keeps its own seed and noise);
+    # batched alignment does (whole-item emission passes), so the aligner puts it in its cache key.
     synthesis_batch_size: int = Field(1, ge=1, le=64, description="Sentence groups of a chunk's items that the "
                                       "synthesizer generates in one model call (F5-TTS; grouped by voice and "
                                       "similar length); 1 = one at a time.")

@@ -47,6 +47,12 @@ class Aligner(ABC):
     def __init__(self, settings: Settings):
         self.settings = settings
 
+    @classmethod
+    def output_params(cls, settings: Settings) -> dict:
+        """The settings beyond its own ``NARRATION_<BACKEND>_*`` environment that shape this backend's timings:
+        part of the alignment cache key."""
+        return {}
+
     def load(self) -> None:
         """Load the model once for a chunk."""
 

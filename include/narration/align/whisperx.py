@@ -149,6 +149,14 @@ class WhisperXAligner(Aligner):
         self._models: dict[str, tuple[Any, dict]] = {}
         self.load_s = 0.0
 
+    @classmethod
+    def output_params(cls, settings: Settings) -> dict:
+        """Batched emissions come from whole-item passes, and wav2vec2-base normalises over time, padding included:
+        an item's timings depend on the batch settings (and shift slightly with its batch partners)."""
+        if settings.alignment_batch_size == 1:
+            return {}
+        return {"alignment_batch_size": settings.alignment_batch_size, "alignment_batch_s": settings.alignment_batch_s}
+
     def _model_name(self, language: str) -> str | None:
         return self.wx.align_models.get(language) or self.wx.align_model
 
