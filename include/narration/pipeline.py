@@ -225,14 +225,17 @@ def synthesize_chunk(storage: Storage, settings: Settings, chunk: ChunkSpec) -> 
             loads = 1
             # Each item's audio and record go to S3 in the background while the model speaks the next item.
             with tempfile.TemporaryDirectory(prefix="narration-voices-") as voice_dir, WriteBehind() as writer:
-                # Long items are not announced: their segments are generated one at a time (bounded memory).
+                # A long item announces its own segments when it comes (a batching backend then generates a
+                # window of them at a time); the short items after it are announced again.
                 _announce(storage, synth, [item for item, _ in todo if not is_long(item, settings)], voice_dir)
-                for item, key in todo:
+                for position, (item, key) in enumerate(todo):
                     if is_long(item, settings):
                         base_key = synthesis_cache_key(item, chunk.synthesizer, etags[item.voice], params)
                         results.append(_synthesize_long_item(storage, layout, synth, synth_cls, item, key, base_key,
                                                              voice_dir, clock, writer, checks, settings,
                                                              reuse_segments=not force))
+                        _announce(storage, synth, [later for later, _ in todo[position + 1:]
+                                                   if not is_long(later, settings)], voice_dir)
                     else:
                         results.append(_synthesize_item(storage, layout, synth, item, key, voice_dir, clock, writer,
                                                         checks))
@@ -387,6 +390,14 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
         voice = materialise_voice(storage, item.voice, voice_dir)
         segments = segment_tokens(tokens, item, synth_cls, settings)
         finished = _finished_segments(storage, layout, item) if reuse_segments else {}  # force_rerender
+        seeds = [segment_seed(item, segment.index) for segment in segments]
+        keys = [segment_cache_key(base_key, segment.index, segment.tokens, seed)
+                for segment, seed in zip(segments, seeds)]
+        # The segments to make, announced: F5-TTS generates a window of 4 x its batch size at a time, so that many
+        # segments' audio is the most ever held; the others synthesise one at a time and hold one.
+        synth.prepare([SynthesisRequest(segment.tokens, voice, item.speed, seed)
+                       for segment, seed, segment_key in zip(segments, seeds, keys)
+                       if getattr(finished.get(segment.index), "cache_key", None) != segment_key])
         spans: list[SegmentSpan] = []
         reference: list[WordTiming] | None = []
         first_params: dict = {}
@@ -397,10 +408,8 @@ def _synthesize_long_item(storage, layout: BatchLayout, synth, synth_cls, item: 
             master = None
             rate, frame = None, 0
             try:
-                for segment in segments:
+                for segment, seed, segment_key in zip(segments, seeds, keys):
                     position = f"in segment {segment.index + 1} of {len(segments)}"
-                    seed = segment_seed(item, segment.index)
-                    segment_key = segment_cache_key(base_key, segment.index, segment.tokens, seed)
                     record = finished.get(segment.index)
                     reused = record is not None and record.cache_key == segment_key
                     if reused:

@@ -170,6 +170,43 @@ def test_chunk_synthesis_batches_its_items_and_keys_them_by_the_sampling_schedul
     assert json.dumps(redone)  # the record stays plain JSON
 
 
+STORY = "\n\n".join(["The harbour was quiet that morning. Gulls circled above the boats.",
+                      "By noon the wind had turned. The fishermen pulled their nets in early.",
+                      "Nobody spoke of the storm. They mended the sails and waited."])
+
+
+def test_a_long_items_segments_are_batched_and_sound_as_they_do_alone(f5_env, storage, narrator):
+    """A long item announces the segments it has to make, so F5-TTS generates several per ``sample()`` call;
+    each segment keeps its own seed, so the programme is the one made a segment at a time."""
+    from narration.audio import from_wav_bytes
+    from narration.schema import SegmentRecord
+
+    storage.put_bytes("incoming/story.jsonl", jsonl({"id": "story", "text": STORY, "seed": 7}))
+    plan = plan_batch(storage, Settings(), "story", ["incoming/story.jsonl"],
+                      BatchOptions(synthesizer="f5tts", aligner="whisperx"), {"narrator"})
+    chunk = load_chunk(storage, plan.chunks[0].key).model_copy(update={"params": {"force": True}})
+    layout = BatchLayout("story")
+
+    def made_with(batch_size: int) -> list[tuple[SegmentRecord, np.ndarray]]:
+        result = synthesize_chunk(storage, Settings(device="cpu", synthesis_batch_size=batch_size), chunk)
+        assert [r.status.value for r in result.items] == ["synthesized"]
+        record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+        assert not any(span.reused for span in record.segments)  # force: every segment made again
+        segments = [SegmentRecord.model_validate(storage.get_json(layout.segment_record("story", n)))
+                    for n in range(len(record.segments))]
+        return [(segment, from_wav_bytes(storage.get_bytes(segment.audio_key))[0]) for segment in segments]
+
+    alone, batched = made_with(1), made_with(4)
+    assert len(alone) == 3  # a segment per paragraph
+    assert [segment.params["batch_size"] for segment, _ in alone] == [1, 1, 1]
+    assert [segment.params["batch_size"] for segment, _ in batched] == [3, 3, 3]
+    for (single, single_audio), (together, together_audio) in zip(alone, batched):
+        assert (single.seed, single.frames, single.cache_key) == (together.seed, together.frames, together.cache_key)
+        # 16-bit WAV: a float difference within AUDIO_TOLERANCE may round to the neighbouring step.
+        assert np.abs(together_audio - single_audio).max() <= AUDIO_TOLERANCE + 1 / 32768
+        assert np.abs(single_audio).max() > 0.01
+
+
 # -- alignment ---------------------------------------------------------------------------------------------
 
 SCRIPTS = ["The river runs past the old mill. It was cold.", "Where did the summer go?",
