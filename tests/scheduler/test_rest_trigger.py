@@ -1,6 +1,6 @@
 """A real scheduler run: Airflow's api-server, scheduler and dag-processor (SQLite, LocalExecutor, through
-tests/airflow_stack.py) run narration_batch triggered through REST API v2, and headless Chromium saves the run's
-grid view with its labelled mapped instances.
+tests/airflow_stack.py) run narration_batch triggered through REST API v2 (short items, a long item with chapters,
+a batch lexicon), and headless Chromium saves the run's grid view with its labelled mapped instances.
 
 Screenshots and component logs go to $NARRATION_ARTIFACTS (default ./artifacts/scheduler/).
 """
@@ -26,12 +26,22 @@ from tests.dag_runs import jsonl
 pytestmark = pytest.mark.scheduler
 
 RUN_TIMEOUT_S = float(os.environ.get("NARRATION_SCHEDULER_TIMEOUT_S", "420"))
+# A long item (three paragraphs, two chapters) narrated as one programme, under a batch lexicon.
+STORY = "\n\n".join(["The harbour was quiet that morning. Mr. Nguyen counted the boats.",
+                      "By noon the wind had turned. The fishermen pulled their nets in early.",
+                      "Nobody spoke of the storm. They mended the sails and waited."])
 LINES = [
     {"id": "s1", "text": "The council met on Tuesday."},
     {"id": "s2", "text": "Doors open at 10:30."},
     "{not json",
     {"id": "s3", "text": "Rain is expected tonight."},
+    {"id": "story", "text": STORY, "chapters": [{"title": "Morning", "paragraph": 1},
+                                                {"title": "The storm", "paragraph": 3}]},
 ]
+HARBOUR_LEXICON = ('<?xml version="1.0" encoding="UTF-8"?>\n<lexicon version="1.0" '
+                   'xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" alphabet="ipa" xml:lang="en-US">\n'
+                   '  <lexeme><grapheme>Nguyen</grapheme><alias>win</alias></lexeme>\n'
+                   '</lexicon>\n')
 
 
 def artifacts_dir() -> Path:
@@ -40,7 +50,13 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def seeded_bucket(s3_server, narrator_wav) -> str:
-    return voiced_bucket("sched", narrator_wav, {"incoming/scheduler-news.jsonl": jsonl(*LINES)})
+    from narration.lexicons import upload_lexicon
+    from narration.settings import Settings
+    from narration.storage import Storage
+
+    bucket = voiced_bucket("sched", narrator_wav, {"incoming/scheduler-news.jsonl": jsonl(*LINES)})
+    upload_lexicon(Storage.from_settings(Settings(bucket=bucket)), "harbour", HARBOUR_LEXICON.encode(), "harbour.pls")
+    return bucket
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +78,8 @@ def test_rest_triggered_run_succeeds_writes_outputs_and_shows_labelled_mapped_in
     parsed_s = time.monotonic() - started
     assert dag["is_paused"] is False and "narration" in {tag["name"] for tag in dag["tags"]}
 
-    conf = {"chunk_size": 2, "formats": ["srt", "vtt", "json"], "manifest": "incoming/scheduler-news.jsonl"}
+    conf = {"chunk_size": 2, "formats": ["srt", "vtt", "json", "chapters"], "manifest": "incoming/scheduler-news.jsonl",
+            "lexicons": ["harbour"]}
     run = stack.trigger(conf)
     run_id = run["dag_run_id"]
     assert run["conf"] == conf
@@ -74,7 +91,7 @@ def test_rest_triggered_run_succeeds_writes_outputs_and_shows_labelled_mapped_in
     assert state == "success", summary
 
     labels = sorted(ti["rendered_map_index"] for ti in tis if ti["task_id"] == "synthesize")
-    assert labels == ["c0000 s1..s2 (2)", "c0001 s3 (1)"]
+    assert labels == ["c0000 s1..s2 (2)", "c0001 s3 (1)", "c0002 story (1)"]  # the long item has its own chunk
     assert {ti["state"] for ti in tis if ti["task_id"] in ("synthesize", "align", "render_subtitles")} == {"success"}
 
     # The outputs, in the bucket the connection points at.
@@ -84,12 +101,25 @@ def test_rest_triggered_run_succeeds_writes_outputs_and_shows_labelled_mapped_in
     s3 = Storage.from_settings(Settings(bucket=seeded_bucket))
     (batch_id,) = {key.split("/")[1] for key in s3.list_keys("batches/")}
     layout = BatchLayout(batch_id)
-    for item_id in ("s1", "s2", "s3"):
+    for item_id in ("s1", "s2", "s3", "story"):
         result = s3.get_json(layout.result(item_id))
         assert result["status"] == "done" and result["synthesizer"] == "espeak", result
         for kind in ("audio", "srt", "vtt", "json"):
             assert s3.exists(result[f"{kind}_key"]), (item_id, kind)
-    assert s3.exists(layout.report_csv) and s3.get_json(layout.summary)["by_status"] == {"done": 3, "quarantined": 1}
+    assert s3.exists(layout.report_csv) and s3.get_json(layout.summary)["by_status"] == {"done": 4, "quarantined": 1}
+
+    # The programme: one master of three segments, two chapters, one monotonic word track; the lexicon's alias
+    # was spoken and the subtitles keep the written name.
+    synthesis = s3.get_json(layout.synthesis("story"))
+    assert [span["paragraph"] for span in synthesis["segments"]] == [1, 1, 2, 2, 3, 3]
+    assert synthesis["params"]["lexicon_entries"] == ["Nguyen: alias 'win' (harbour)"]
+    words = s3.get_json(result["json_key"])
+    assert [c["title"] for c in words["chapters"]] == ["Morning", "The storm"]
+    starts = [w["start_ms"] for w in words["words"]]
+    assert None not in starts and starts == sorted(starts)
+    assert [w["spoken"] for w in words["words"] if w["text"] == "Nguyen"] == ["win"]
+    assert "Mr. Nguyen counted the boats." in s3.get_text(result["srt_key"])
+    assert "The storm" in s3.get_text(layout.subtitle("story", "chapters"))
     assert [k for k in s3.list_keys("processed/") if k.endswith("scheduler-news.jsonl")]
 
     shots = screenshot_grid(stack, run_id, *browser)
