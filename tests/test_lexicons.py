@@ -184,6 +184,31 @@ def test_a_line_names_an_unknown_lexicon_and_is_quarantined(storage, narrator):
     assert line.reason == "unknown lexicon(s) ['ghost']; lexicons in the library: names"
 
 
+def test_a_lexicon_applies_to_the_lines_of_its_language_only(storage, narrator):
+    upload_lexicon(storage, "british", pls(alias("SQL", "sequel")).replace(b'"en-US"', b'"en-GB"'), "british.pls")
+    upload_lexicon(storage, "french", pls(alias("SQL", "ess cue elle")).replace(b'"en-US"', b'"fr-FR"'),
+                   "french.pls")
+    upload_lexicon(storage, "any", b"grapheme,alias\nGIF,jif\n", "any.csv")  # the CSV form has no language
+    planned = plan(storage, "langs", {"id": "us", "text": "Learn SQL and GIF.", "language": "en-us"},
+                   {"id": "named", "text": "Learn SQL.", "lexicons": ["french"]},
+                   lexicons=["british", "french", "any"])
+
+    # An en-GB lexicon is English: it applies to an en-us line. The batch's French one is not applied, and the
+    # item says so; a line that names it itself is refused, naming both languages.
+    [item] = planned.items
+    assert [(p.grapheme, p.alias, p.lexicon) for p in item.pronunciations] == [("SQL", "sequel", "british"),
+                                                                             ("GIF", "jif", "any")]
+    assert item.lexicons_not_applied == ["french (fr-FR)"]
+    [line] = load_quarantine(storage, "langs")
+    assert (line.line, line.field) == (2, "lexicons")
+    assert line.reason == "lexicon 'french' is for 'fr-FR', the line is 'en'"
+
+    synthesize_chunk(storage, Settings(), load_chunk(storage, planned.chunks[0].key))
+    record = SynthesisRecord.model_validate(storage.get_json(BatchLayout("langs").synthesis("us")))
+    assert record.params["lexicon_entries"] == ["SQL: alias 'sequel' (british)", "GIF: alias 'jif' (any)"]
+    assert record.params["lexicons_not_applied"] == ["french (fr-FR): another language than the item's en-us"]
+
+
 def test_a_malformed_lexicon_fails_planning_naming_its_file_line_and_entry(storage, narrator):
     storage.put_bytes("lexicons/broken.pls", pls(alias("SQL", "sequel"), "<grapheme>Nguyen</grapheme>"))
     with pytest.raises(LexiconError) as refused:

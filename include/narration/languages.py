@@ -9,3 +9,8 @@ DATE_ORDER = {"en": "mdy", "en-us": "mdy", "en-gb": "dmy"}
 SUPPORTED_LANGUAGES = frozenset(DATE_ORDER)
 DEFAULT_LANGUAGE = "en"
 DEFAULT_LOCALE = "en-us"
+
+
+def base_language(tag: str) -> str:
+    """"en-US" -> "en": the primary language of a tag, as Whisper and PLS lexicons compare languages."""
+    return tag.replace("_", "-").split("-")[0].lower()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from narration.errors import ConfigurationFault
+from narration.languages import base_language
 from narration.layout import ID_PATTERN, LEXICONS, lexicon_key
 from narration.normalize import bare_word, normalize_script
 from narration.schema import Pronunciation, ScriptToken
@@ -70,6 +71,11 @@ class Lexicon:
     alphabet: str | None = None
     language: str | None = None
     entries: dict[str, LexiconEntry] = field(default_factory=dict)  # casefolded grapheme -> entry
+
+    def applies_to(self, language: str) -> bool:
+        """Whether the lexicon is for ``language`` (a tag such as en-GB): the primary language of its xml:lang
+        (PLS: the language the lexicon is relevant for); a lexicon without one (the CSV form) is for any."""
+        return self.language is None or base_language(self.language) == base_language(language)
 
     def add(self, entry: LexiconEntry) -> None:
         key = entry.grapheme.casefold()

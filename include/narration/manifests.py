@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from narration.errors import ItemFault
-from narration.languages import SUPPORTED_LANGUAGES
+from narration.languages import SUPPORTED_LANGUAGES, base_language
 from narration.layout import ID_PATTERN, ID_RULE
 from narration.longform import MAX_CHAPTER_TITLE_CHARS, LongformTextError, heading_chapters, paragraphs_of
 from narration.normalize import normalize_script, unspeakable_scripts, unspoken_words
@@ -288,7 +288,7 @@ def _check_line(
     if problem:
         return reject("metadata", problem)
 
-    pronunciations = []
+    pronunciations, lexicons_not_applied = [], []
     if fields.lexicons or ctx.batch_lexicons:
         known = ctx.lexicons.keys if ctx.lexicons is not None else {}
         unknown = [name for name in fields.lexicons if name not in known]
@@ -296,7 +296,15 @@ def _check_line(
             return reject("lexicons", f"unknown lexicon(s) {unknown}; lexicons in the library: "
                                       f"{', '.join(known) or 'none'}")
         # a malformed lexicon raises LexiconError here: it fails the batch, not this line
-        pronunciations = ctx.lexicons.resolve([*ctx.batch_lexicons, *fields.lexicons], speakable)
+        foreign = [name for name in fields.lexicons if not ctx.lexicons.load(name).applies_to(language)]
+        if foreign:
+            return reject("lexicons", "; ".join(f"lexicon {name!r} is for {ctx.lexicons.load(name).language!r}, "
+                                                f"the line is {language!r}" for name in foreign))
+        # The batch's lexicons apply to the lines of their language; the item records the others it was spared.
+        batch_lexicons = [name for name in ctx.batch_lexicons if ctx.lexicons.load(name).applies_to(language)]
+        lexicons_not_applied = [f"{name} ({ctx.lexicons.load(name).language})" for name in ctx.batch_lexicons
+                                if name not in batch_lexicons]
+        pronunciations = ctx.lexicons.resolve([*batch_lexicons, *fields.lexicons], speakable)
     chapters = _chapters(fields, paragraphs, reject)
     if isinstance(chapters, LineError):
         return chapters
@@ -314,7 +322,7 @@ def _check_line(
         item_id=item_id,
         text=text,
         voice=voice,
-        language=language.split("-")[0],
+        language=base_language(language),
         locale=language,
         unspoken_words=unspoken_words(speakable),
         speed=fields.speed,
@@ -325,6 +333,7 @@ def _check_line(
         pronunciations=pronunciations,
         paragraphs=starts[1:],
         chapters=chapters,
+        lexicons_not_applied=lexicons_not_applied,
     )
 
 

@@ -327,9 +327,12 @@ def _synthesize_item(storage, layout, synth, item: ItemSpec, key: str, voice_dir
 
 def _lexicon_params(item: ItemSpec, backend: str) -> dict:
     """What the synthesis record says of the item's lexicon entries: each one and what this backend did with it
-    (a backend that takes no phonemes speaks a phoneme entry's word as written)."""
+    (a backend that takes no phonemes speaks a phoneme entry's word as written), and the batch's lexicons of
+    another language, not applied to it."""
+    spared = {"lexicons_not_applied": [f"{name}: another language than the item's {item.locale}"
+                                       for name in item.lexicons_not_applied]} if item.lexicons_not_applied else {}
     if not item.pronunciations:
-        return {}
+        return spared
     takes_phonemes = get_synthesizer_class(backend).takes_phonemes
     notes = []
     for p in item.pronunciations:
@@ -340,7 +343,9 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
         else:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
                          f"so the word is read as written ({p.lexicon})")
-    return {"lexicon_entries": notes}
+    return {"lexicon_entries": notes, **spared}
+
+
 # A long item's quality checks judge one segment: the first synthesised with this much speech (a chapter heading
 # of two words is too short to tell its language), else the longest synthesised.
 QUALITY_SAMPLE_S = 3.0

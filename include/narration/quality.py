@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from narration.audio import resample
 from narration.devices import ctranslate2_compute_type, resolve_device
 from narration.errors import ConfigurationFault, ItemFault
+from narration.languages import base_language
 from narration.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,6 @@ class QualityResult:
                 "language_mismatch": lang.mismatch if lang else None,
                 "voice_similarity": round(self.voice_similarity, 4) if self.voice_similarity is not None else None,
                 "quality_notes": list(self.notes)}
-
-
-def base_language(tag: str) -> str:
-    """"en-US" -> "en": Whisper names languages by ISO 639-1 code."""
-    return tag.replace("_", "-").split("-")[0].lower()
 
 
 def packaged_language_model(cache: Path) -> Path:

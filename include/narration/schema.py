@@ -75,6 +75,8 @@ class ItemSpec(Model):
                                   "starts: its first word's index among the text's whitespace-separated words "
                                   "(empty: one paragraph).")
     chapters: list[Chapter] = Field(default_factory=list, description="Chapters, in order of their paragraphs.")
+    lexicons_not_applied: list[str] = Field(default_factory=list, description="The batch's lexicons for another "
+                                            "language than the item's, as 'name (xml:lang)': not applied to it.")
 
 
 class RunChoices(BaseModel):
