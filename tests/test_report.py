@@ -13,6 +13,7 @@ import pytest
 
 from narration.normalize import normalize_script
 from narration.report import (
+    MAX_OPEN_CUES,
     ItemMedia,
     ItemReportRow,
     item_row,
@@ -273,3 +274,24 @@ def test_html_leads_with_problems_then_a_compact_table_with_links():
     assert [t for t, _ in plots.tags].count("svg") == 4
     assert sum(1 for t, a in plots.tags if t == "line" and a.get("class") == "limit") == 1
     assert "limit 17 cps" in " ".join(plots.data)
+
+
+def test_a_long_programmes_cue_list_starts_folded_and_keeps_every_cue():
+    story = " ".join(f"Sentence {n} of the long programme ends here." for n in range(300))
+    words = words_for(story)
+    cues = segment_cues(words)
+    assert len(cues) > MAX_OPEN_CUES
+    item = ItemSpec(item_id="story", text=story, voice="narrator", manifest="m.txt", line=1)
+    row = item_row(item, None, None, cues, status="done")
+    short_words = words_for("Only a few words.")
+    short_item = ItemSpec(item_id="short", text="Only a few words.", voice="narrator", manifest="m.txt", line=2)
+    page = report_html([row, item_row(short_item, None, None, segment_cues(short_words), status="done")],
+                       {"story": ItemMedia(words=words, cues=cues),
+                        "short": ItemMedia(words=short_words, cues=segment_cues(short_words))})
+
+    story_section = page[page.index('id="item-story"'):page.index('id="item-short"')]
+    flagged = sum(1 for cue in cues if cue.violations)
+    assert f"<summary>{len(cues):,} cues ({flagged:,} breaking the profile): show them</summary>" in story_section
+    assert story_section.count("<li data-start=") == len(cues)  # folded, not cut
+    short_section = page[page.index('id="item-short"'):]
+    assert "<details" not in short_section and short_section.count("<li data-start=") == 1

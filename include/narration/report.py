@@ -215,6 +215,7 @@ def summarize(rows: Iterable[ItemReportRow]) -> dict[str, Any]:
 # Past this many words an item's waveform shows the envelope alone (a 10,000-word programme would add ~2 MB of
 # word marks to the page, too dense to read at the waveform's width); the page says so.
 MAX_DRAWN_WORDS = 2000
+MAX_OPEN_CUES = 200
 WAVEFORM_WIDTH = 900
 
 
@@ -341,6 +342,8 @@ def waveform_svg(
 
 
 def _cue_preview(cues: list[Cue]) -> str:
+    """Every cue, each a seek button for the player; past :data:`MAX_OPEN_CUES` the list starts folded, so a long
+    programme's section does not run for pages."""
     items = []
     for cue in cues:
         text = "<br>".join(html.escape(line) for line in cue.lines)
@@ -349,7 +352,12 @@ def _cue_preview(cues: list[Cue]) -> str:
             f'<li data-start="{cue.start_ms / 1000:.3f}"><span class="time">{_clock(cue.start_ms)} &rarr; '
             f'{_clock(cue.end_ms)}</span> {flags}<div class="cue">{text}</div></li>'
         )
-    return f'<ol class="cues">{"".join(items)}</ol>'
+    listing = f'<ol class="cues">{"".join(items)}</ol>'
+    if len(cues) <= MAX_OPEN_CUES:
+        return listing
+    flagged = sum(1 for cue in cues if cue.violations)
+    return (f'<details class="cue-list"><summary>{len(cues):,} cues ({flagged:,} breaking the profile): show them'
+            f"</summary>{listing}</details>")
 
 
 _STYLE = """
