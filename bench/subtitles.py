@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.alignment import TIMIT_SAMPLE_RATE, timit_dir
 from bench.rules import RULES, RuleTally, cue_violations, cues_from_srt, cues_from_ttml
+from narration.longform import paragraphs_of
 from narration.normalize import normalize_script
 from narration.schema import Cue, WordTiming
 from narration.subtitles import segment_cues, to_ass, to_srt, to_ttml, to_vtt
@@ -52,7 +53,8 @@ class Programme:
 
 
 def demo_programmes(manifest: Path = DEMO_MANIFEST) -> list[Programme]:
-    """The demo batch's lines spoken by espeak-ng as `make demo` speaks them, with espeak's exact word times."""
+    """The demo batch's short lines spoken by espeak-ng as `make demo` speaks them, with espeak's exact word times.
+    Its long item is left out: `make demo` narrates it in segments, with pauses and chapters, not as one utterance."""
     from narration.settings import get_settings
     from narration.synth.base import Voice
     from narration.synth.espeak import EspeakSynthesizer
@@ -65,7 +67,9 @@ def demo_programmes(manifest: Path = DEMO_MANIFEST) -> list[Programme]:
         if not line.strip():
             continue
         spec = json.loads(line)
-        if spec.get("voice", DEMO_VOICE) != DEMO_VOICE:
+        long = (spec.get("chapters") or len(paragraphs_of(spec["text"])) > 1
+                or len(spec["text"]) > synthesizer.settings.longform_min_chars)
+        if spec.get("voice", DEMO_VOICE) != DEMO_VOICE or long:
             continue
         tokens = normalize_script(spec["text"])
         synthesis = synthesizer.synthesize(tokens, voice, speed=float(spec.get("speed", 1.0)))
