@@ -1,9 +1,12 @@
 """``make demo``: one real batch on the embedded default, from a sample manifest to subtitles and a report.
 
-Starts a local S3 server, seeds a voice and the sample manifest, runs the DAG with ``airflow dags test`` on SQLite
-(the local runner: Piper synthesis when the piper extra is installed, else espeak-ng; pocketsphinx alignment),
-shows progress, downloads the outputs and prints a summary; ``--synthesizer espeak`` (or NARRATION_DEMO_SYNTHESIZER)
-picks the formant voice. It drives Airflow only through its command line, so this module stays Airflow-free.
+Starts a local S3 server, seeds a voice, the sample pronunciation lexicon (uploaded as ``narration lexicons upload``
+does) and the sample manifest (short bulletin lines and one long item with chapters), runs the DAG with ``airflow
+dags test`` on SQLite with that lexicon (the local runner: Piper synthesis when the piper extra is installed, else
+espeak-ng; pocketsphinx alignment), shows progress, downloads the outputs and prints a summary: every item, the long
+item's segments and chapters, the lexicon entries each item used, and where the files are. ``--synthesizer
+espeak`` (or NARRATION_DEMO_SYNTHESIZER) picks the formant voice. It drives Airflow only through its command line,
+so this module stays Airflow-free.
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ from pathlib import Path
 
 from narration.dev.local_s3 import LocalS3Server
 from narration.layout import INCOMING, BatchLayout
+from narration.longform import is_long
+from narration.normalize import bare_word
+from narration.plan import BatchPlan, load_plan
+from narration.schema import Pronunciation
 from narration.settings import Settings
 from narration.storage import Storage
 from narration.synth import DEFAULT_SYNTHESIZER, SYNTHESIZERS
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE_MANIFEST = REPO / "samples" / "evening-bulletin.jsonl"
+SAMPLE_LEXICON = REPO / "samples" / "bulletin-names.pls"
+SAMPLE_LEXICON_NAME = SAMPLE_LEXICON.stem
+SAMPLE_VOICE = "narrator"
 SAMPLE_VOICE_TEXT = "This is the narrator's reference voice, recorded for the evening bulletin."
 DAG_ID = "narration_batch"
 
@@ -60,7 +70,20 @@ def demo_synthesizer(requested: str | None) -> str:
     return "piper"
 
 
-def seed(storage: Storage, manifest: Path, synthesizer: str = DEFAULT_SYNTHESIZER) -> str:
+def seed_lexicon(storage: Storage, lexicon: Path) -> str:
+    """Store the lexicon file as ``narration lexicons upload NAME FILE --force`` does (named after the file); returns
+    its name."""
+    from narration.lexicons import upload_lexicon
+
+    info = upload_lexicon(storage, lexicon.stem, lexicon.read_bytes(), lexicon.name, replace=True)
+    say(f"lexicon library: '{info.name}' at {storage.uri(info.key)} ({info.entries} entries: {info.aliases} "
+        f"alias, {info.phonemes} phoneme)")
+    return info.name
+
+
+def seed(storage: Storage, manifest: Path, lexicon: Path, synthesizer: str = DEFAULT_SYNTHESIZER
+         ) -> tuple[str, str]:
+    """Store the voice, the lexicon and the manifest; returns (the manifest's key, the lexicon's name)."""
     from narration.audio import to_wav_bytes
     from narration.normalize import normalize_script
     from narration.synth import get_synthesizer_class
@@ -71,50 +94,98 @@ def seed(storage: Storage, manifest: Path, synthesizer: str = DEFAULT_SYNTHESIZE
     # The reference is recorded in the demo's own voice, so that voice similarity compares like with like.
     synth = get_synthesizer_class(synthesizer)(Settings())
     synth.load()
-    speech = synth.synthesize(normalize_script(SAMPLE_VOICE_TEXT), Voice("narrator", "en", SAMPLE_VOICE_TEXT,
+    speech = synth.synthesize(normalize_script(SAMPLE_VOICE_TEXT), Voice(SAMPLE_VOICE, "en", SAMPLE_VOICE_TEXT,
                                                                          metadata={"espeak_voice": "en-us"}))
-    info = upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), SAMPLE_VOICE_TEXT,
+    info = upload_voice(storage, SAMPLE_VOICE, to_wav_bytes(speech.audio, speech.sample_rate), SAMPLE_VOICE_TEXT,
                         replace=True)
-    say(f"voice library: 'narrator' ({info.duration_s:.1f} s reference, {info.loudness_dbfs:.0f} dBFS)")
+    say(f"voice library: '{SAMPLE_VOICE}' ({info.duration_s:.1f} s reference, {info.loudness_dbfs:.0f} dBFS)")
+    lexicon_name = seed_lexicon(storage, lexicon)
     key = f"{INCOMING}{manifest.name}"
     storage.put_bytes(key, manifest.read_bytes())
     say(f"manifest: s3://{storage.bucket}/{key} ({sum(1 for _ in manifest.open())} lines)")
-    return key
+    return key, lexicon_name
+
+
+def reading(pronunciation: Pronunciation) -> str:
+    if pronunciation.alias is not None:
+        return f"alias {pronunciation.alias!r}"
+    return f"phonemes /{pronunciation.phonemes}/"
+
+
+def describe_plan(plan: BatchPlan, settings: Settings) -> list[str]:
+    """What planning decided that a user should know: chunks, the long items and the lexicon entries matched."""
+    lines = [f"plan: {len(plan.items)} items in {len(plan.chunks)} chunks, {plan.quarantined} line(s) quarantined"
+             + (f"; planning stopped: {plan.error}" if plan.error else "")]
+    chunk_of = {item_id: chunk.chunk_id for chunk in plan.chunks for item_id in chunk.item_ids}
+    for item in plan.items:
+        if is_long(item, settings):
+            titles = ", ".join(repr(c.title) for c in item.chapters) or "none"
+            lines.append(f"long item {item.item_id}: {len(item.text):,} characters, {len(item.paragraphs) + 1} "
+                         f"paragraphs, chapters {titles}; one programme, narrated in segments, in chunk "
+                         f"{chunk_of.get(item.item_id, '-')} of its own")
+    for item in plan.items:
+        if item.pronunciations:
+            entries = ", ".join(f"{p.grapheme} ({reading(p)})" for p in item.pronunciations)
+            lines.append(f"lexicon entries matched in {item.item_id}: {entries}")
+    return lines
 
 
 class ProgressWatcher(threading.Thread):
-    """Polls S3 for per-item records and prints how far the batch has come."""
+    """Polls S3 for the plan and per-item records and prints how far the batch has come."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, settings: Settings):
         super().__init__(daemon=True)
         self.storage = storage
+        self.settings = settings
         self.stop_event = threading.Event()
+        self.plan: BatchPlan | None = None
         self.last = ""
 
     def run(self) -> None:
         while not self.stop_event.wait(1.0):
             try:
-                line = self.snapshot()
+                lines = self.poll()
             except Exception:  # progress display must never break the demo
                 continue
-            if line and line != self.last:
+            for line in lines:
                 say(line)
-                self.last = line
+
+    def poll(self) -> list[str]:
+        lines = []
+        if self.plan is None:
+            self.plan = self.find_plan()
+            if self.plan is not None:
+                lines.extend(describe_plan(self.plan, self.settings))
+        line = self.snapshot()
+        if line != self.last:
+            lines.append(line)
+            self.last = line
+        return lines
+
+    def find_plan(self) -> BatchPlan | None:
+        plans = sorted(k for k in self.storage.list_keys("batches/") if k.endswith("/plan.json"))
+        return BatchPlan.model_validate(self.storage.get_json(plans[-1])) if plans else None
 
     def snapshot(self) -> str:
-        plans = [k for k in self.storage.list_keys("batches/") if k.endswith("/plan.json")]
-        if not plans:
+        plan = self.plan or self.find_plan()
+        if plan is None:
             return "planning ..."
-        plan = self.storage.get_json(sorted(plans)[-1])
-        total = len(plan["items"])
-        root = plan and BatchLayout(plan["batch_id"]).root
-        keys = list(self.storage.list_keys(root + "items/"))
+        total = len(plan.items)
+        layout = BatchLayout(plan.batch_id)
+        keys = list(self.storage.list_keys(layout.root + "items/"))
+
         def count(suffix: str) -> int:
             return sum(1 for k in keys if k.endswith(suffix))
 
         timed = len({k.rsplit("/", 2)[-2] for k in keys if "/timing-" in k})
-        return (f"items {total} | synthesized {count('/synthesis.json')}/{total} | timed {timed}/{total} | "
-                f"rendered {count('/result.json')}/{total} | quarantined {plan['quarantined']}")
+        line = (f"items {total} | synthesized {count('/synthesis.json')}/{total} | timed {timed}/{total} | "
+                f"rendered {count('/result.json')}/{total} | quarantined {plan.quarantined}")
+        for item in plan.items:
+            if is_long(item, self.settings):
+                prefix = layout.segments_prefix(item.item_id)
+                made = sum(1 for k in keys if k.startswith(prefix) and layout.segment_record_index(k) is not None)
+                line += f" | {item.item_id}: {made} segments"
+        return line
 
 
 def dag_run_state(log_path: Path) -> str:
@@ -155,15 +226,92 @@ def print_summary(storage: Storage, batch_id: str, local_dir: Path) -> dict:
         if key.startswith("by_") or key in ("items", "fallbacks", "untimed_words", "low_confidence_words",
                                                "cue_rule_violations", "audio_seconds", "language_mismatches"):
             print(f"{key:>22}: {value}")
+    plan = load_plan(storage, batch_id)
+    print_long_items(plan, local_dir)
+    print_lexicon_entries(plan, local_dir)
+    print("-" * 100)
     print(f"{'local outputs':>22}: {local_dir}")
     print(f"{'HTML report':>22}: {local_dir / 'report.html'}")
     print(f"{'S3 prefix':>22}: s3://{storage.bucket}/{layout.root}")
     return summary
 
 
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def print_long_items(plan: BatchPlan, local_dir: Path) -> None:
+    """Each long item as delivered: its segments, its chapters as words.json times them, and its files."""
+    from narration.subtitles.formats.base import clock_timestamp
+
+    settings = Settings()
+    for item in plan.items:
+        if not is_long(item, settings):
+            continue
+        folder = local_dir / "items" / item.item_id
+        synthesis, words = _read_json(folder / "synthesis.json"), _read_json(folder / "words.json")
+        print("-" * 100)
+        title = item.metadata.get("title")
+        print(f"Long item {item.item_id}" + (f": {title!r}" if title else "") + f" ({len(item.text):,} characters, "
+              f"{len(item.paragraphs) + 1} paragraphs, one programme)")
+        if synthesis is None or synthesis.get("status") == "synthesis_failed":
+            print(f"  not synthesised: {(synthesis or {}).get('error') or 'no synthesis record'}")
+            continue
+        reused = synthesis.get("params", {}).get("segments_reused") or 0
+        print(f"  {len(synthesis['segments'])} segments synthesised by {synthesis['backend']}"
+              + (f" ({reused} reused)" if reused else "") + f", joined into {synthesis['audio_seconds']:.1f} s "
+              "of audio with pauses between sentences, paragraphs and chapters")
+        if words is None:
+            print("  no words.json: the item was not rendered (the report says why)")
+            continue
+        print(f"  {len(words['chapters'])} chapters (chapters.vtt):")
+        for chapter in words["chapters"]:
+            print(f"    {clock_timestamp(chapter['start_ms'])} --> {clock_timestamp(chapter['end_ms'])}  "
+                  f"{chapter['title']}")
+        untimed = sum(1 for w in words["words"] if not w["timed"])
+        print(f"  {len(words['cues'])} cues, {len(words['words'])} words ({untimed} untimed), timed by "
+              f"{words['metadata']['method']}")
+        print(f"  files: {folder}/ chapters.vtt, subtitles.srt, words.json, narration.wav")
+
+
+def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
+    """What each item's synthesis record says it did with its lexicon entries, and one timed word of each entry
+    as words.json writes it (the written word, with the words spoken for it)."""
+    items = [item for item in plan.items if item.pronunciations]
+    print("-" * 100)
+    if not items:
+        print(f"Lexicons {plan.options.lexicons or '[]'}: no entry matched a word of the batch")
+        return
+    print(f"Lexicon entries applied (lexicons {', '.join(plan.options.lexicons)}; each item's synthesis.json "
+          "params.lexicon_entries):")
+    for item in items:
+        folder = local_dir / "items" / item.item_id
+        synthesis, words = _read_json(folder / "synthesis.json"), _read_json(folder / "words.json")
+        applied = (synthesis or {}).get("params", {}).get("lexicon_entries")
+        print(f"  {item.item_id}:")
+        for note in applied or ["no synthesis record: the entries were not applied"]:
+            print(f"    {note}")
+        for pronunciation in item.pronunciations if words else []:
+            word = next((w for w in words["words"]
+                         if bare_word(w["text"]).casefold() == pronunciation.grapheme.casefold()), None)
+            if word is not None:
+                at = f"at {word['start_ms'] / 1000:.2f} s" if word["timed"] else "untimed"
+                how = "" if pronunciation.alias else " (a phoneme entry: one word, said from its IPA)"
+                print(f"    words.json: {word['text']!r} spoken {word['spoken']!r}{how}, {at} ({word['source']})")
+        srt = folder / "subtitles.srt"
+        if srt.exists():
+            text = srt.read_text(encoding="utf-8")
+            written = [bare_word(w).casefold() for w in text.split()]
+            counts = [f"{p.grapheme!r} {written.count(p.grapheme.casefold())}x, alias {p.alias!r} "
+                      f"{text.casefold().count(p.alias.casefold())}x" for p in item.pronunciations if p.alias]
+            print(f"    {srt}: {'; '.join(counts) or 'no alias entry'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, default=SAMPLE_MANIFEST)
+    parser.add_argument("--lexicon", type=Path, default=SAMPLE_LEXICON,
+                        help="a .pls or .csv lexicon, stored under its file name's stem and used for every line")
     parser.add_argument("--out", type=Path, default=REPO / "demo-output")
     parser.add_argument("--chunk-size", type=int, default=4)
     parser.add_argument("--synthesizer", choices=sorted(SYNTHESIZERS),
@@ -186,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         storage = Storage.from_settings(Settings())
         with open(log_path, "w") as log:
             prepare_airflow(env, log)
-            key = seed(storage, args.manifest, synthesizer)
-            conf = {"manifest": key, "chunk_size": args.chunk_size}
-            say(f"running DAG {DAG_ID} with airflow dags test (log: {log_path}) ...")
-            watcher = ProgressWatcher(storage)
+            key, lexicon = seed(storage, args.manifest, args.lexicon, synthesizer)
+            conf = {"manifest": key, "chunk_size": args.chunk_size, "lexicons": [lexicon]}
+            say(f"running DAG {DAG_ID} with airflow dags test, conf {json.dumps(conf)} (log: {log_path}) ...")
+            watcher = ProgressWatcher(storage, Settings())
             watcher.start()
             started = time.monotonic()
             airflow(["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, log, check=False)
