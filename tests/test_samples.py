@@ -12,7 +12,7 @@ from narration.settings import Settings
 LONG_ITEM = "bulletin-feature"
 
 
-def test_the_sample_lexicon_is_the_demo_lexicon_a_name_the_library_takes():
+def test_the_sample_lexicon_reads_as_pls_with_two_aliases_and_one_phoneme_entry():
     lexicon = parse_lexicon(demo.SAMPLE_LEXICON_NAME, demo.SAMPLE_LEXICON.read_bytes(), demo.SAMPLE_LEXICON.name)
     entries = list(lexicon.entries.values())
     assert (lexicon.format, sum(e.alias is not None for e in entries), sum(e.phonemes is not None for e in entries)
