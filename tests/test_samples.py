@@ -41,6 +41,7 @@ def test_the_sample_manifest_plans_one_long_item_and_uses_every_lexicon_entry(st
     assert {p.lexicon for item in plan.items for p in item.pronunciations} == {lexicon.name}
     assert len(matched) == lexicon.entries == 3
     assert ("Siobhan", None, "ʃɪˈvɔːn") in matched
+    assert not [item.item_id for item in plan.items if item.lexicons_not_applied]  # en-GB serves the en lines
 
     rejected = load_quarantine(storage, "sample")
     assert [(e.line, e.field) for e in rejected] == [(13, "voice")]

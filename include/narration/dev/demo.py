@@ -127,6 +127,10 @@ def describe_plan(plan: BatchPlan, settings: Settings) -> list[str]:
         if item.pronunciations:
             entries = ", ".join(f"{p.grapheme} ({reading(p)})" for p in item.pronunciations)
             lines.append(f"lexicon entries matched in {item.item_id}: {entries}")
+    spared = [item.item_id for item in plan.items if item.lexicons_not_applied]
+    if spared:
+        lines.append(f"batch lexicons of another language, not applied to {len(spared)} item(s): "
+                     f"{', '.join(spared[:5])}{' ...' if len(spared) > 5 else ''}")
     return lines
 
 
@@ -277,7 +281,7 @@ def print_long_items(plan: BatchPlan, local_dir: Path) -> None:
 def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
     """What each item's synthesis record says it did with its lexicon entries, and one timed word of each entry
     as words.json writes it (the written word, with the words spoken for it)."""
-    items = [item for item in plan.items if item.pronunciations]
+    items = [item for item in plan.items if item.pronunciations or item.lexicons_not_applied]
     print("-" * 100)
     if not items:
         print(f"Lexicons {plan.options.lexicons or '[]'}: no entry matched a word of the batch")
@@ -287,10 +291,13 @@ def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
     for item in items:
         folder = local_dir / "items" / item.item_id
         synthesis, words = _read_json(folder / "synthesis.json"), _read_json(folder / "words.json")
-        applied = (synthesis or {}).get("params", {}).get("lexicon_entries")
+        params = (synthesis or {}).get("params", {})
         print(f"  {item.item_id}:")
-        for note in applied or ["no synthesis record: the entries were not applied"]:
-            print(f"    {note}")
+        if item.pronunciations:
+            for note in params.get("lexicon_entries") or ["no synthesis record: the entries were not applied"]:
+                print(f"    {note}")
+        for note in params.get("lexicons_not_applied") or item.lexicons_not_applied:
+            print(f"    not applied: {note}")
         for pronunciation in item.pronunciations if words else []:
             word = next((w for w in words["words"]
                          if bare_word(w["text"]).casefold() == pronunciation.grapheme.casefold()), None)
@@ -299,7 +306,7 @@ def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
                 how = "" if pronunciation.alias else " (a phoneme entry: one word, said from its IPA)"
                 print(f"    words.json: {word['text']!r} spoken {word['spoken']!r}{how}, {at} ({word['source']})")
         srt = folder / "subtitles.srt"
-        if srt.exists():
+        if srt.exists() and item.pronunciations:
             text = srt.read_text(encoding="utf-8")
             written = [bare_word(w).casefold() for w in text.split()]
             counts = [f"{p.grapheme!r} {written.count(p.grapheme.casefold())}x, alias {p.alias!r} "
