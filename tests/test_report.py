@@ -295,3 +295,27 @@ def test_a_long_programmes_cue_list_starts_folded_and_keeps_every_cue():
     assert story_section.count("<li data-start=") == len(cues)  # folded, not cut
     short_section = page[page.index('id="item-short"'):]
     assert "<details" not in short_section and short_section.count("<li data-start=") == 1
+
+
+def test_a_long_items_row_and_section_name_its_segments_chapters_and_lexicon_entries():
+    from narration.schema import Chapter, SegmentSpan
+
+    item, synthesis, timing, cues = records("story", "The harbour was quiet. Mr. Nguyen counted the boats.")
+    item = item.model_copy(update={"paragraphs": [4], "chapters": [Chapter(title="Morning", paragraph=1),
+                                                                   Chapter(title="Boats", paragraph=2)]})
+    spans = [SegmentSpan(index=n, first_token=4 * n, end_token=4 * n + 4, start_ms=2000 * n, end_ms=2000 * n + 1500,
+                         start_frame=44100 * n, frames=33075, paragraph=n + 1, chapter=n,
+                         audio_key=f"out/segments/{n}.wav") for n in range(2)]
+    notes = ["Nguyen: alias 'win' (harbour)", "SQL: alias 'sequel' (harbour)"]
+    synthesis = synthesis.model_copy(update={"segments": spans, "params": {"lexicon_entries": notes}})
+    row = item_row(item, synthesis, timing, cues, OUTPUTS)
+    short = item_row(*records("short", "Only a few words."), OUTPUTS)
+    assert (row.segments, row.chapters, row.lexicon_entries) == (2, 2, "; ".join(notes))
+    assert (short.segments, short.chapters, short.lexicon_entries) == (None, None, None)
+
+    frame = pd.read_csv(io.StringIO(report_csv([row, short])), keep_default_na=False)
+    assert list(frame["segments"]) == ["2", ""] and frame.loc[0, "lexicon_entries"] == "; ".join(notes)
+    page = report_html([row, short], {"story": ItemMedia(words=timing.words, cues=cues)})
+    assert ("<p class=\"about\">one programme of 2 segments, 2 chapters · lexicon entries: Nguyen: alias "
+            "&#x27;win&#x27; (harbour); SQL: alias &#x27;sequel&#x27; (harbour)</p>") in page
+    assert page.count('<p class="about">') == 1  # the short item has nothing to say

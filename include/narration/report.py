@@ -44,6 +44,11 @@ class _ItemFigures(BaseModel):
     audio_seconds: float | None = None
     words_per_minute: float | None = None
     synthesizer: str | None = None
+    segments: int | None = Field(None, description="A long item's synthesis segments, joined into one master "
+                                 "(empty: narrated in one piece).")
+    chapters: int | None = Field(None, description="A long item's chapters (chapters.vtt).")
+    lexicon_entries: str | None = Field(None, description="The lexicon entries the item used and what its "
+                                        "synthesizer did with each, '; ' separated (its synthesis record's).")
     synthesis_attempts: int | None = None
     asr_wer: float | None = None
     detected_language: str | None = Field(None, description="Spoken language found in the audio.")
@@ -121,6 +126,7 @@ def item_row(
         word_count = len(item.text.split())
     audio_seconds = synthesis.audio_seconds if synthesis else None
     scores = [w.score for w in timing.words if w.score is not None] if timing else []
+    lexicon_notes = synthesis.params.get("lexicon_entries", []) if synthesis else []
     return ItemReportRow(
         item_id=item.item_id,
         manifest=item.manifest,
@@ -133,6 +139,9 @@ def item_row(
         audio_seconds=audio_seconds,
         words_per_minute=round(word_count * 60 / audio_seconds, 1) if audio_seconds else None,
         synthesizer=synthesis.backend if synthesis else None,
+        segments=len(synthesis.segments) if synthesis and synthesis.segments else None,
+        chapters=len(item.chapters) or None,
+        lexicon_entries="; ".join(lexicon_notes) or None,
         synthesis_attempts=synthesis.attempts if synthesis else None,
         asr_wer=synthesis.asr_wer if synthesis else None,
         detected_language=synthesis.detected_language if synthesis else None,
@@ -431,6 +440,7 @@ TABLE_COLUMNS = (
     ("Voice cloning", "voice_cloning", False),
     ("Timing", "timing_method", False),
     ("Seconds", "audio_seconds", True),
+    ("Segments", "segments", True),
     ("Words", "words", True),
     ("WPM", "words_per_minute", True),
     ("Mean score", "mean_word_score", True),
@@ -616,9 +626,16 @@ def item_section(row: ItemReportRow, media: ItemMedia) -> str:
         else ""
     )
     wave = waveform_svg(media.samples, media.sample_rate, media.words, envelope=media.envelope)
+    notes = []
+    if row.segments:
+        notes.append(f"one programme of {row.segments:,} segments" + (f", {row.chapters} chapters" if row.chapters
+                                                                       else ""))
+    if row.lexicon_entries:
+        notes.append(f"lexicon entries: {row.lexicon_entries}")
+    about = f'<p class="about">{html.escape(" · ".join(notes))}</p>' if notes else ""
     return (
         f'<section class="item" id="item-{html.escape(row.item_id, quote=True)}">'
-        f"<h2>{heading}</h2>{audio}"
+        f"<h2>{heading}</h2>{about}{audio}"
         f"{wave}{_cue_preview(media.cues)}</section>"
     )
 
