@@ -302,3 +302,39 @@ def test_the_align_step_sends_its_items_to_whisperx_in_batched_passes(whisperx_e
         assert record.method == "whisperx" and [w.index for w in record.words] == list(range(len(item.text.split())))
         timed = [w for w in record.words if w.timed]
         assert timed and all(a.end_ms <= b.start_ms for a, b in zip(timed, timed[1:]))
+
+
+def test_a_long_items_windows_go_to_whisperx_in_batched_passes(whisperx_env, storage, narrator, monkeypatch):
+    from narration.pipeline import align_chunk
+    from narration.schema import TimingRecord
+
+    storage.put_bytes("incoming/wxstory.jsonl", jsonl({"id": "story", "text": STORY}))
+    plan = plan_batch(storage, Settings(), "wxstory", ["incoming/wxstory.jsonl"], BatchOptions(aligner="whisperx"),
+                      {"narrator"})
+    chunk = load_chunk(storage, plan.chunks[0].key)
+    synthesize_chunk(storage, Settings(), chunk)  # espeak-ng: a segment per sentence
+    layout = BatchLayout("wxstory")
+    synthesis = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+    assert len(synthesis.segments) == 6
+
+    passes: list[int] = []  # the real emissions, counted: windows per batched forward pass
+    emissions = WhisperXAligner.emissions
+
+    def counted(self, audios, *args):
+        passes.append(len(audios))
+        return emissions(self, audios, *args)
+
+    monkeypatch.setattr(WhisperXAligner, "emissions", counted)
+    settings = Settings(device="cpu", alignment_batch_size=4, max_untimed_ratio=1.0, min_mean_score=-1.0)
+    result = align_chunk(storage, settings, chunk)
+
+    assert [r.status.value for r in result.items] == ["aligned"]
+    assert passes == [4, 2]
+    record = TimingRecord.model_validate(storage.get_json(layout.timing("story", "whisperx")))
+    assert [w.index for w in record.words] == [t.index for t in synthesis.tokens]
+    timed = [w for w in record.words if w.timed]
+    assert timed and all(a.end_ms <= b.start_ms for a, b in zip(timed, timed[1:]))
+    # Each window's words lie in its own segment's span of the master: shifted by the segment's start.
+    for span in synthesis.segments:
+        inside = [w for w in timed if span.first_token <= w.index < span.end_token]
+        assert all(span.start_ms <= w.start_ms <= w.end_ms <= span.end_ms for w in inside), span.index
