@@ -56,13 +56,19 @@ def cmd_report(args, settings: Settings) -> dict:
     return {k: v for k, v in summary.items() if k != "downloads"}
 
 
+def _json_option() -> argparse.ArgumentParser:
+    """The ``--json`` option every library command takes (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
+    return common
+
+
 def _add_voice_commands(sub) -> None:
     voices = sub.add_parser("voices", help="manage the reference voice library in S3",
                             description="Manage the reference voices in s3://<bucket>/voices/. Output is for people "
                                         "(a table, a link); --json prints one JSON result line instead.")
     vsub = voices.add_subparsers(dest="voice_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
+    common = _json_option()
     up = vsub.add_parser("upload", parents=[common], help="validate and store a reference voice")
     up.add_argument("voice_id")
     up.add_argument("wav", help="reference recording (WAV of any sample format or FLAC, 1-12 s, at least 16 kHz; "
@@ -165,8 +171,7 @@ def _add_lexicon_commands(sub) -> None:
                                           "or the simple CSV form). Output is for people; --json prints one JSON "
                                           "result line instead.")
     lsub = lexicons.add_subparsers(dest="lexicon_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON result line instead of text")
+    common = _json_option()
     up = lsub.add_parser("upload", parents=[common], help="check a lexicon file whole and store it")
     up.add_argument("name")
     up.add_argument("file", help="a .pls (W3C PLS 1.0) or .csv (grapheme,alias,phoneme,alphabet) file")

@@ -296,14 +296,16 @@ def _check_line(
             return reject("lexicons", f"unknown lexicon(s) {unknown}; lexicons in the library: "
                                       f"{', '.join(known) or 'none'}")
         # a malformed lexicon raises LexiconError here: it fails the batch, not this line
-        foreign = [name for name in fields.lexicons if not ctx.lexicons.load(name).applies_to(language)]
+        foreign = [ctx.lexicons.load(name) for name in fields.lexicons
+                   if not ctx.lexicons.load(name).applies_to(language)]
         if foreign:
-            return reject("lexicons", "; ".join(f"lexicon {name!r} is for {ctx.lexicons.load(name).language!r}, "
-                                                f"the line is {language!r}" for name in foreign))
+            return reject("lexicons", "; ".join(f"lexicon {lexicon.name!r} is for {lexicon.language!r}, the line "
+                                                f"is {language!r}" for lexicon in foreign))
         # The batch's lexicons apply to the lines of their language; the item records the others it was spared.
-        batch_lexicons = [name for name in ctx.batch_lexicons if ctx.lexicons.load(name).applies_to(language)]
-        lexicons_not_applied = [f"{name} ({ctx.lexicons.load(name).language})" for name in ctx.batch_lexicons
-                                if name not in batch_lexicons]
+        batch = [ctx.lexicons.load(name) for name in ctx.batch_lexicons]
+        batch_lexicons = [lexicon.name for lexicon in batch if lexicon.applies_to(language)]
+        lexicons_not_applied = [f"{lexicon.name} ({lexicon.language})" for lexicon in batch
+                                if not lexicon.applies_to(language)]
         pronunciations = ctx.lexicons.resolve([*batch_lexicons, *fields.lexicons], speakable)
     chapters = _chapters(fields, paragraphs, reject)
     if isinstance(chapters, LineError):
