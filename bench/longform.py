@@ -9,7 +9,11 @@ as a local runner does. It prints:
 - each step's peak resident memory (the worker process's maximum RSS);
 - word-onset error of the aligned track against espeak-ng's exact onsets, for the first, middle and last 500
   words (no drift: the last 500 no worse than the first);
-- the share of cues that break the subtitle profile, judged by ``bench.rules`` (the subtitle benchmark's checker).
+- the share of cues that break the subtitle profile, judged by ``bench.rules`` (the subtitle benchmark's checker);
+- a position control: the longest programme once more with its opening chapter (the first 500 words and the rest
+  of their verses) repeated as its last, so the same words are timed at the start and at the end of the programme
+  and their onset errors are compared word for word. The natural first and last 500 words are different texts;
+  this compares position alone.
 
 Run ``python -m bench.longform [--words 1000,3000,10000]`` from the repo root (PYTHONPATH=include:.).
 """
@@ -36,6 +40,10 @@ BOOK = "Genesis"
 BIBLE_VERSES = f"{BOOK}1:1-50:26"
 WINDOW_WORDS = 500
 VOICE_TEXT = "This is the narrator's reference voice, recorded for the evening bulletin."
+# espeak-ng's pitch flutter keeps its phase from one call to the next, so with it the same sentence comes out a few
+# samples different at the end of a programme than at its start; a flutter-free variant speaks it the same wherever
+# it falls, which is what the position control needs to compare position alone.
+ESPEAK_VOICE = "en-us+michel"
 
 
 @dataclass
@@ -131,12 +139,42 @@ def drift(reference, timed) -> dict:
     return {"slope_ms_per_1000_words": round(slope, 2), "window_means_ms": windows}
 
 
-def narrate(storage, settings, env: dict[str, str], text: str, words: int) -> dict:
+def position_control(reference, timed, repeated: int) -> dict:
+    """The same ``repeated`` tokens timed at the start and again at the end of one programme: their onset errors
+    side by side (mean / median / p95 ms) and the word-for-word difference (end minus start)."""
+    truth = {w["index"]: w["start_ms"] for w in reference if w.get("start_ms") is not None}
+    total = len(timed)
+    pairs, mismatched, untimed = [], 0, 0
+    for i in range(repeated):
+        head, tail = timed[i], timed[total - repeated + i]
+        if head["spoken"] != tail["spoken"]:
+            mismatched += 1
+            continue
+        if None in (head.get("start_ms"), tail.get("start_ms")) or not {head["index"], tail["index"]} <= set(truth):
+            untimed += 1
+            continue
+        pairs.append((abs(head["start_ms"] - truth[head["index"]]), abs(tail["start_ms"] - truth[tail["index"]])))
+    if not pairs:
+        return {"words": 0, "mismatched": mismatched, "untimed": untimed}
+    start, end = (np.asarray(values, dtype=float) for values in zip(*pairs))
+    diff = end - start
+
+    def summary(e):
+        return {"mean_ms": round(float(e.mean()), 1), "median_ms": round(float(np.median(e)), 1),
+                "p95_ms": round(float(np.percentile(e, 95)), 1)}
+
+    return {"words": len(pairs), "mismatched": mismatched, "untimed": untimed, "start": summary(start),
+            "end": summary(end), "mean_difference_ms": round(float(diff.mean()), 2),
+            "max_abs_difference_ms": round(float(np.abs(diff).max()), 1),
+            "identical_share": round(float((diff == 0).mean()), 3)}
+
+
+def narrate(storage, settings, env: dict[str, str], text: str, words: int, name: str | None = None) -> dict:
     """Plan a one-item batch with ``text`` and run synthesize, align and render; the step figures and outputs."""
     from narration.layout import INCOMING, BatchLayout
     from narration.plan import BatchOptions, plan_batch
 
-    batch_id = f"longform-{words}"
+    batch_id = f"longform-{name or words}"
     key = f"{INCOMING}{batch_id}.jsonl"
     storage.put_bytes(key, (json.dumps({"id": "programme", "text": text, "voice": "narrator"}) + "\n").encode())
     plan = plan_batch(storage, settings, batch_id, [key], BatchOptions(formats=["srt", "vtt", "json"]),
@@ -228,10 +266,26 @@ def print_table(rows: list[dict]) -> None:
               + ", ".join(f"{rule} {n}" for rule, n in row["cue_rules_broken"].items()))
 
 
+def print_control(words: int, repeated_words: int, control: dict) -> None:
+    print(f"\nposition control: the {words}-word programme with its opening chapter's first {repeated_words} words "
+          "repeated as its last chapter; the same tokens' onset error at the start and at the end (mean / median / "
+          "p95 ms)")
+    if not control["words"]:
+        print(f"  no pair timed at both ends ({control['mismatched']} mismatched, {control['untimed']} untimed)")
+        return
+    s, e = control["start"], control["end"]
+    print(f"  {control['words']} tokens: start {s['mean_ms']}/{s['median_ms']}/{s['p95_ms']}, end "
+          f"{e['mean_ms']}/{e['median_ms']}/{e['p95_ms']}; end minus start {control['mean_difference_ms']} ms on "
+          f"average, at most {control['max_abs_difference_ms']} ms for one word; "
+          f"{100 * control['identical_share']:.1f} % of words identical "
+          f"({control['mismatched']} mismatched, {control['untimed']} untimed)")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--words", default="1000,3000,10000", help="comma-separated text lengths")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-control", action="store_true", help="skip the position control run")
     args = parser.parse_args(argv)
     lengths = sorted(int(w) for w in args.words.split(","))
 
@@ -256,15 +310,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
         storage.ensure_bucket()
         speaker = EspeakSynthesizer(settings)
         speaker.load()
-        speech = speaker.synthesize(normalize_script(VOICE_TEXT), Voice("narrator", "en", VOICE_TEXT))
-        upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), VOICE_TEXT, replace=True)
+        speech = speaker.synthesize(normalize_script(VOICE_TEXT), Voice("narrator", "en", VOICE_TEXT,
+                                                                         metadata={"espeak_voice": ESPEAK_VOICE}))
+        upload_voice(storage, "narrator", to_wav_bytes(speech.audio, speech.sample_rate), VOICE_TEXT,
+                     espeak_voice=ESPEAK_VOICE, replace=True)
         for words in lengths:
             text, count = programme_text(chapters, words)
             print(f"narrating {count} words ({len(text)} characters) as one item ...", flush=True)
             rows.append(figures(count, narrate(storage, settings, env, text, words)))
+        control = None
+        if not args.no_control:
+            opening, opening_words = programme_text(chapters, WINDOW_WORDS)
+            repeated = len(normalize_script(opening))
+            print(f"position control: {count} words with the first {opening_words} repeated at the end ...",
+                  flush=True)
+            run = narrate(storage, settings, env, f"{text}\n\n{opening}", words, name=f"{words}-control")
+            control = position_control(run["synthesis"].get("reference_words") or [], run["timing"]["words"],
+                                       repeated)
+            control.update(programme_words=count, repeated_words=opening_words)
     print_table(rows)
+    if control:
+        print_control(count, opening_words, control)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"lengths": rows, "position_control": control}, indent=2))
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(benchmark driver's own peak RSS: {peak_self:.0f} MB)")
     return rows

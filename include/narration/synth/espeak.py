@@ -252,7 +252,9 @@ def reference_words(
 class EspeakSynthesizer(Synthesizer):
     """espeak-ng formant speech; the voice's ``espeak_voice`` metadata picks the espeak voice.
 
-    Deterministic, so ``seed`` is ignored; ``speed`` scales 175 words per minute (clamped to 80-450).
+    No randomness, so ``seed`` is ignored; ``speed`` scales 175 words per minute (clamped to 80-450). Not bit
+    for bit repeatable within a process: espeak-ng's pitch flutter keeps its phase from one call to the next (a
+    static in its wavegen that no API resets), so the same text can come out a few samples longer or shorter.
     """
 
     name = "espeak"
