@@ -86,7 +86,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _tokens(item: ItemSpec):
-    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale)
+    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale,
+                                item.paragraphs)
 
 
 class _Clock:
@@ -336,13 +337,15 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
     takes_phonemes = get_synthesizer_class(backend).takes_phonemes
     notes = []
     for p in item.pronunciations:
+        phrase = len(p.grapheme.split()) > 1
         if p.alias is not None:
             notes.append(f"{p.grapheme}: alias {p.alias!r} ({p.lexicon})")
         elif takes_phonemes:
-            notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend} ({p.lexicon})")
+            notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend}{' as one word' * phrase} "
+                         f"({p.lexicon})")
         else:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
-                         f"so the word is read as written ({p.lexicon})")
+                         f"so the {'phrase' if phrase else 'word'} is read as written ({p.lexicon})")
     return {"lexicon_entries": notes, **spared}
 
 
