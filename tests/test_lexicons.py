@@ -361,7 +361,7 @@ def test_a_lexicon_reaches_every_segment_of_a_long_item(storage, narrator):
     assert " ".join(event.plaintext.replace("\n", " ") for event in srt) == " ".join(text.split())
 
 
-def test_a_phrase_alias_changes_the_spoken_words_and_not_the_subtitles(storage, narrator):
+def test_a_phrase_alias_changes_the_spoken_words_and_not_the_subtitles(storage, narrator, tmp_path, capsys):
     upload_lexicon(storage, "places", pls(alias("New York", "noo yawk"), alias("York", "yorrk")), "places.pls")
     text = "She flew to New York, then drove to York."
     planned = plan(storage, "phrase", {"id": "trip", "text": text, "lexicons": ["places"]})
@@ -396,6 +396,22 @@ def test_a_phrase_alias_changes_the_spoken_words_and_not_the_subtitles(storage, 
     words = storage.get_json(layout.subtitle("trip", "json"))["words"]
     assert [(w["index"], w["text"], w["spoken"]) for w in words][3] == (3, "New York,", "noo yawk")
     assert ",\"New York,\",noo yawk," in storage.get_text(layout.subtitle("trip", "csv"))
+
+    # The demo's summary finds the phrase in words.json and counts it once in the SRT
+    from narration.dev import demo
+
+    folder = tmp_path / "items" / "trip"
+    folder.mkdir(parents=True)
+    for key, name in ((layout.synthesis("trip"), "synthesis.json"), (layout.subtitle("trip", "json"), "words.json"),
+                      (layout.subtitle("trip", "srt"), "subtitles.srt")):
+        (folder / name).write_bytes(storage.get_bytes(key))
+    capsys.readouterr()
+    demo.print_lexicon_entries(planned, tmp_path)
+    printed = capsys.readouterr().out
+    assert "    New York: alias 'noo yawk' (places)\n" in printed
+    assert "words.json: 'New York,' spoken 'noo yawk', at " in printed
+    # how often the SRT shows each written grapheme ("York" also inside "New York") and its alias
+    assert "'New York' 1x, alias 'noo yawk' 0x; 'York' 2x, alias 'yorrk' 0x" in printed
 
 
 def test_a_phrase_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator):
