@@ -181,6 +181,27 @@ def test_a_phoneme_entry_reaches_piper():
     assert out.params["word_timings"] == "piper phoneme durations" and len(out.reference_words) == 3
 
 
+def test_a_phrase_phoneme_entry_reaches_piper_as_one_word():
+    pytest.importorskip("piper")
+    from narration.synth.piper import PiperSynthesizer
+
+    synth = PiperSynthesizer(Settings())
+    synth.load()
+    item = ItemSpec(item_id="p", text="The World Health Organization met today.", voice="narrator", manifest="m",
+                    line=1, pronunciations=[Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː",
+                                                          lexicon="orgs")])
+    tokens = _tokens(item)
+    spoken = [w for t in tokens for w in t.spoken]
+    injected = synth.sentence_phonemes(spoken, "The worldhealthorganization met today.",
+                                       {1: synth.ipa_phonemes("ˈhuː")})
+    assert "".join(injected[0]).split(" ")[1] == "ˈhuː"
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    assert out.params["word_timings"] == "piper phoneme durations"
+    assert [w.text for w in out.reference_words] == ["The", "World Health Organization", "met", "today."]
+    phrase = out.reference_words[1]
+    assert phrase.end_ms - phrase.start_ms < 600  # "hoo" (measured 151 ms), not the three words (1.4 s)
+
+
 def test_a_line_names_an_unknown_lexicon_and_is_quarantined(storage, narrator):
     upload_lexicon(storage, "names", pls(alias("SQL", "sequel")), "names.pls")
     planned = plan(storage, "ghost", {"id": "ok", "text": "Learn SQL.", "lexicons": "names"},
@@ -456,6 +477,23 @@ def test_a_phrase_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator
     phrase = timing.words[1]
     assert phrase.text == "World Health Organization" and phrase.timed
     assert abs(phrase.start_ms - reference["World Health Organization"]) <= 60
+
+
+def test_a_words_only_synthesizer_s_record_says_what_it_did_with_phoneme_entries():
+    from narration.pipeline import _lexicon_params
+
+    item = ItemSpec(item_id="p", text="The World Health Organization met Mr. Nguyen.", voice="narrator", manifest="m",
+                    line=1, pronunciations=[
+                        Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː", lexicon="orgs"),
+                        Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
+    assert [t.spoken for t in _tokens(item)][1] == ["worldhealthorganization"]
+    assert _lexicon_params(item, "f5tts")["lexicon_entries"] == [
+        "World Health Organization: phoneme entry /ˈhuː/ not applied: f5tts takes words only, so the phrase is read "
+        "as one word, 'worldhealthorganization' (orgs)",
+        "Nguyen: phoneme entry /ˈwɪn/ not applied: f5tts takes words only, so the word is read as written (names)"]
+    assert _lexicon_params(item, "piper")["lexicon_entries"] == [
+        "World Health Organization: phonemes /ˈhuː/ spoken by piper as one word (orgs)",
+        "Nguyen: phonemes /ˈwɪn/ spoken by piper (names)"]
 
 
 def test_the_longest_phrase_wins_and_no_phrase_crosses_a_comma_a_paragraph_or_a_heading(storage, narrator):

@@ -343,9 +343,13 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
         elif takes_phonemes:
             notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend}{' as one word' * phrase} "
                          f"({p.lexicon})")
+        elif phrase:  # the phrase's token is one word: its words joined
+            joined = "".join(w for t in normalize_script(p.grapheme, item.locale) for w in t.spoken)
+            notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
+                         f"so the phrase is read as one word, {joined!r} ({p.lexicon})")
         else:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
-                         f"so the {'phrase' if phrase else 'word'} is read as written ({p.lexicon})")
+                         f"so the word is read as written ({p.lexicon})")
     return {"lexicon_entries": notes, **spared}
 
 
