@@ -12,7 +12,7 @@ import csv
 import io
 import posixpath
 import unicodedata
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -113,7 +113,7 @@ def match_key(text: str) -> str:
 
 
 def find_matches(tokens: list[ScriptToken], keys: Container[str], max_words: int,
-                 paragraph_starts: list[int] = ()) -> list[tuple[int, int, str]]:
+                 paragraph_starts: Sequence[int] = ()) -> list[tuple[int, int, str]]:
     """(start, end, key) of each run ``tokens[start:end]`` whose :func:`match_key` is in ``keys``, scanning left
     to right, the longest run winning at each start ("New York City" over "New York" over "New"). A run never
     crosses a paragraph (``paragraph_starts``, as :func:`longform.token_paragraphs` takes them; a chapter heading
@@ -123,7 +123,7 @@ def find_matches(tokens: list[ScriptToken], keys: Container[str], max_words: int
     start = 0
     while start < len(tokens):
         best = None
-        for end in range(start + 1, len(tokens) + 1):
+        for end in range(start + 1, min(start + max_words, len(tokens)) + 1):  # each token holds a word or more
             if paragraphs[end - 1] != paragraphs[start]:
                 break
             key = match_key(" ".join(t.original for t in tokens[start:end]))
@@ -366,7 +366,7 @@ class LexiconLibrary:
         return self._combined[names]
 
     def resolve(self, batch: list[str], line: list[str], tokens: list[ScriptToken],
-                paragraph_starts: list[int] = ()) -> list[Pronunciation]:
+                paragraph_starts: Sequence[int] = ()) -> list[Pronunciation]:
         """The entries that match a word or phrase of ``tokens`` (:func:`find_matches`), once each, in the order
         they come. As in Amazon Polly, the first lexicon of a list that has a grapheme wins; the line's lexicons
         (``line``) are searched before the batch's (``batch``), so a line overrides its batch."""
@@ -438,7 +438,7 @@ def delete_lexicon(storage: Storage, name: str) -> str:
 
 
 def apply_pronunciations(tokens: list[ScriptToken], pronunciations: list[Pronunciation], locale: str,
-                         paragraph_starts: list[int] = ()) -> list[ScriptToken]:
+                         paragraph_starts: Sequence[int] = ()) -> list[ScriptToken]:
     """The tokens as the backends speak them. The tokens an entry matches (one word, or a phrase's run, found as
     at planning by :func:`find_matches`) become one token whose ``original`` is the run as written, so subtitles,
     words.json and words.csv show it and time it as one unit; an alias entry's normalised words are its
