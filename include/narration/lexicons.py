@@ -22,7 +22,7 @@ from narration.languages import base_language
 from narration.layout import ID_PATTERN, LEXICONS, lexicon_key
 from narration.longform import token_paragraphs
 from narration.normalize import bare_word, normalize_script
-from narration.schema import Pronunciation, ScriptToken
+from narration.schema import ItemSpec, Pronunciation, ScriptToken
 from narration.storage import Storage
 
 PLS_NAMESPACE = "http://www.w3.org/2005/01/pronunciation-lexicon"
@@ -456,6 +456,13 @@ def apply_pronunciations(tokens: list[ScriptToken], pronunciations: list[Pronunc
         position = end
     out.extend(tokens[position:])
     return [token if token.index == n else token.model_copy(update={"index": n}) for n, token in enumerate(out)]
+
+
+def item_tokens(item: ItemSpec) -> list[ScriptToken]:
+    """The item's script tokens as every step speaks and times them: its text normalised, its lexicon entries
+    applied (the one place they are built)."""
+    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale,
+                                item.paragraphs)
 
 
 def _pronounced(run: list[ScriptToken], entry: Pronunciation, locale: str) -> ScriptToken:

@@ -28,7 +28,7 @@ from narration.align.base import AlignmentError, quality_problem
 from narration.dev.faults import FaultPlan
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
-from narration.lexicons import apply_pronunciations
+from narration.lexicons import item_tokens
 from narration.longform import is_long, pause_settings, segment_seed, segment_tokens
 from narration.normalize import normalize_script
 from narration.schema import (
@@ -85,9 +85,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _tokens(item: ItemSpec):
-    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale,
-                                item.paragraphs)
+_tokens = item_tokens  # every step's tokens
 
 
 class _Clock:
