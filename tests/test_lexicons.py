@@ -554,3 +554,26 @@ def test_a_malformed_phrase_entry_is_refused_naming_file_line_and_entry(storage,
         upload_lexicon(storage, "phrases", pls(alias("SQL", "sequel"), lexeme), "phrases.pls")
     assert str(refused.value).startswith(f"phrases.pls:{line + 1}: ") and reason in str(refused.value)
     assert list(storage.list_keys("lexicons/")) == []  # nothing stored
+
+
+def test_the_google_fallback_times_a_phrase_as_one_token():
+    from narration.align.google import GoogleAligner
+    from narration.dev.speech_server import LocalSpeechServer
+
+    item = ItemSpec(item_id="g", text="She flew to New York, then home.", voice="narrator", manifest="m", line=1,
+                    pronunciations=[Pronunciation(grapheme="New York", alias="noo yawk", lexicon="places")])
+    tokens = _tokens(item)
+    synth = EspeakSynthesizer(Settings())
+    synth.load()
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    with LocalSpeechServer() as server:
+        aligner = GoogleAligner(Settings(google_endpoint=server.address, google_insecure=True))
+        aligner.load()
+        words = aligner.align(out.audio, out.sample_rate, tokens, "en")
+        aligner.close()
+    assert [(w.index, w.text, w.spoken) for w in words] == [(t.index, t.original, " ".join(t.spoken))
+                                                            for t in tokens]
+    phrase = words[3]
+    assert (phrase.text, phrase.spoken, phrase.source) == ("New York,", "noo yawk", "google") and phrase.timed
+    reference = out.reference_words[3]
+    assert abs(phrase.start_ms - reference.start_ms) <= 150 and phrase.end_ms >= reference.end_ms - 150
