@@ -12,6 +12,7 @@ NAMES = ('<?xml version="1.0" encoding="UTF-8"?>\n<lexicon version="1.0" '
          'xmlns="http://www.w3.org/2005/01/pronunciation-lexicon" alphabet="ipa" xml:lang="en-US">\n'
          '  <lexeme><grapheme>SQL</grapheme><alias>sequel</alias></lexeme>\n'
          '  <lexeme><grapheme>Nguyen</grapheme><phoneme>ˈwɪn</phoneme></lexeme>\n'
+         '  <lexeme><grapheme>New York</grapheme><alias>noo yawk</alias></lexeme>\n'
          '</lexicon>\n')
 
 
@@ -23,17 +24,24 @@ def no_google(monkeypatch):
 
 def test_the_batch_lexicons_param_reaches_every_line(storage, narrator, airflow_db, no_google):
     upload_lexicon(storage, "names", NAMES.encode(), "names.pls")
-    text = "Mr. Nguyen teaches SQL."
-    storage.put_bytes("incoming/lex.jsonl", jsonl({"id": "l1", "text": text}))
+    upload_lexicon(storage, "client", b"grapheme,alias\nSQL,ess queue ell\n", "client.csv")
+    text = "Mr. Nguyen teaches SQL in New York."
+    storage.put_bytes("incoming/lex.jsonl", jsonl({"id": "l1", "text": text},
+                                                  {"id": "l2", "text": "We teach SQL.", "lexicons": ["client"]}))
     dag_run = run_dag({"lexicons": ["names"], "formats": ["json", "srt"]})
     assert str(dag_run.state) in ("success", "DagRunState.SUCCESS")
-    row = results(storage, only_batch_id(storage))["l1"]
+    rows = results(storage, only_batch_id(storage))
+    row = rows["l1"]
     assert row["status"] == "done", row
     words = storage.get_json(row["json_key"])["words"]
     assert [(w["text"], w["spoken"]) for w in words] == [("Mr.", "mister"), ("Nguyen", "nguyen"),
-                                                         ("teaches", "teaches"), ("SQL.", "sequel")]
+                                                         ("teaches", "teaches"), ("SQL", "sequel"), ("in", "in"),
+                                                         ("New York.", "noo yawk")]
     assert all(w["start_ms"] is not None for w in words)
-    assert "Mr. Nguyen teaches SQL." in storage.get_text(row["srt_key"])
+    assert text in storage.get_text(row["srt_key"])
+    # a line's own lexicon is searched before the batch's
+    assert [(w["text"], w["spoken"]) for w in storage.get_json(rows["l2"]["json_key"])["words"]][-1] == (
+        "SQL.", "ess queue ell")
 
 
 def test_a_malformed_batch_lexicon_fails_the_run_before_claiming_without_retries(storage, narrator, airflow_db,

@@ -56,6 +56,13 @@ def test_the_pls_and_csv_forms_read_alike_and_x_sampa_becomes_ipa():
     assert (from_pls.alphabet, from_pls.language, from_pls.entries["sql"].line) == ("ipa", "en-US", 9)
 
 
+def test_a_phrase_grapheme_is_read_with_its_whitespace_collapsed():
+    lexicon = parse_lexicon("phrases", (CORPUS / "phrases.pls").read_bytes(), "phrases.pls")
+    assert {k: (e.grapheme, e.alias, e.phonemes, e.line) for k, e in lexicon.entries.items()} == {
+        "new york": ("New York", "noo yawk", None, 3), "new york city": ("New York City", "the big apple", None, 4),
+        "world health organization": ("World Health Organization", None, "ˈhuː", 5)}
+
+
 def test_an_error_names_the_file_the_line_the_entry_and_the_reason():
     bad = pls(alias("SQL", "sequel"), phoneme("Worcester", "wʊst@"))
     with pytest.raises(LexiconError) as refused:
@@ -174,6 +181,27 @@ def test_a_phoneme_entry_reaches_piper():
     assert out.params["word_timings"] == "piper phoneme durations" and len(out.reference_words) == 3
 
 
+def test_a_phrase_phoneme_entry_reaches_piper_as_one_word():
+    pytest.importorskip("piper")
+    from narration.synth.piper import PiperSynthesizer
+
+    synth = PiperSynthesizer(Settings())
+    synth.load()
+    item = ItemSpec(item_id="p", text="The World Health Organization met today.", voice="narrator", manifest="m",
+                    line=1, pronunciations=[Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː",
+                                                          lexicon="orgs")])
+    tokens = _tokens(item)
+    spoken = [w for t in tokens for w in t.spoken]
+    injected = synth.sentence_phonemes(spoken, "The worldhealthorganization met today.",
+                                       {1: synth.ipa_phonemes("ˈhuː")})
+    assert "".join(injected[0]).split(" ")[1] == "ˈhuː"
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    assert out.params["word_timings"] == "piper phoneme durations"
+    assert [w.text for w in out.reference_words] == ["The", "World Health Organization", "met", "today."]
+    phrase = out.reference_words[1]
+    assert phrase.end_ms - phrase.start_ms < 600  # "hoo" (measured 151 ms), not the three words (1.4 s)
+
+
 def test_a_line_names_an_unknown_lexicon_and_is_quarantined(storage, narrator):
     upload_lexicon(storage, "names", pls(alias("SQL", "sequel")), "names.pls")
     planned = plan(storage, "ghost", {"id": "ok", "text": "Learn SQL.", "lexicons": "names"},
@@ -225,17 +253,33 @@ def test_a_malformed_lexicon_fails_planning_naming_its_file_line_and_entry(stora
         plan(storage, "param", {"id": "c", "text": "Hello."}, lexicons=["ghost"])
 
 
-def test_a_later_lexicon_wins_and_matching_ignores_case_and_punctuation(storage):
+def test_the_first_lexicon_of_a_list_wins_and_matching_ignores_case_and_punctuation(storage):
     upload_lexicon(storage, "first", pls(alias("SQL", "sequel"), alias("GIF", "jif")), "first.pls")
     upload_lexicon(storage, "second", b"grapheme,alias\nsql,ess queue ell\n", "second.csv")
     library = LexiconLibrary(storage)
     tokens = normalize_script("(sql), Gif and SQL.")
-    found = library.resolve(["first", "second"], tokens)
+    found = library.resolve(["first", "second"], [], tokens)
+    assert found == [Pronunciation(grapheme="SQL", alias="sequel", lexicon="first"),
+                     Pronunciation(grapheme="GIF", alias="jif", lexicon="first")]
+    found = library.resolve(["second", "first"], [], tokens)
     assert found == [Pronunciation(grapheme="sql", alias="ess queue ell", lexicon="second"),
                      Pronunciation(grapheme="GIF", alias="jif", lexicon="first")]
     applied = apply_pronunciations(tokens, found, "en-us")
     assert [t.spoken for t in applied] == [["ess", "queue", "ell"], ["jif"], ["and"], ["ess", "queue", "ell"]]
     assert [t.original for t in applied] == [t.original for t in tokens]
+
+
+def test_a_line_s_lexicons_are_searched_before_the_batch_s(storage, narrator):
+    upload_lexicon(storage, "house", pls(alias("SQL", "sequel"), alias("GIF", "jif")), "house.pls")
+    upload_lexicon(storage, "client", b"grapheme,alias\nSQL,ess queue ell\n", "client.csv")
+    upload_lexicon(storage, "spare", b"grapheme,alias\nSQL,squeal\nGIF,gift\n", "spare.csv")
+    planned = plan(storage, "order", {"id": "batch", "text": "SQL and GIF."},
+                   {"id": "line", "text": "SQL and GIF.", "lexicons": ["client", "spare"]}, lexicons=["house"])
+    readings = {i.item_id: [(p.grapheme, p.alias, p.lexicon) for p in i.pronunciations] for i in planned.items}
+    # the line's own lexicons first, in their order (client's SQL over spare's), then the batch's (house's GIF
+    # loses to spare's, a line lexicon)
+    assert readings == {"batch": [("SQL", "sequel", "house"), ("GIF", "jif", "house")],
+                        "line": [("SQL", "ess queue ell", "client"), ("GIF", "gift", "spare")]}
 
 
 def test_changing_an_entry_renarrates_exactly_the_items_that_use_it(storage, narrator):
@@ -336,3 +380,200 @@ def test_a_lexicon_reaches_every_segment_of_a_long_item(storage, narrator):
     assert all(w.timed for w in timing.words if w.text.startswith(("SQL", "Nguyen")))
     srt = pysubs2.SSAFile.from_string(storage.get_text(layout.subtitle("story", "srt")))
     assert " ".join(event.plaintext.replace("\n", " ") for event in srt) == " ".join(text.split())
+
+
+def test_a_phrase_alias_changes_the_spoken_words_and_not_the_subtitles(storage, narrator, tmp_path, capsys):
+    upload_lexicon(storage, "places", pls(alias("New York", "noo yawk"), alias("York", "yorrk")), "places.pls")
+    text = "She flew to New York, then drove to York."
+    planned = plan(storage, "phrase", {"id": "trip", "text": text, "lexicons": ["places"]})
+    [item] = planned.items
+    assert [(p.grapheme, p.alias) for p in item.pronunciations] == [("New York", "noo yawk"), ("York", "yorrk")]
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "csv", "json"]}))
+    assert {i.status.value for i in render.items} == {"done"}
+    layout = BatchLayout("phrase")
+
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("trip")))
+    assert [(t.index, t.original, t.spoken) for t in record.tokens] == [
+        (0, "She", ["she"]), (1, "flew", ["flew"]), (2, "to", ["to"]), (3, "New York,", ["noo", "yawk"]),
+        (4, "then", ["then"]), (5, "drove", ["drove"]), (6, "to", ["to"]), (7, "York.", ["yorrk"])]
+    # espeak-ng spoke the alias's words for the phrase, as one timed unit
+    spoken = {w.text: w.spoken for w in record.reference_words}
+    assert spoken["New York,"] == "noo yawk" and spoken["York."] == "yorrk"
+    assert record.params["lexicon_entries"] == ["New York: alias 'noo yawk' (places)", "York: alias 'yorrk' (places)"]
+
+    timing = TimingRecord.model_validate(storage.get_json(layout.timing("trip", "pocketsphinx")))
+    phrase = timing.words[3]
+    assert (phrase.text, phrase.spoken) == ("New York,", "noo yawk") and phrase.timed
+    assert timing.words[2].end_ms <= phrase.start_ms < phrase.end_ms <= timing.words[4].start_ms
+
+    srt = pysubs2.SSAFile.from_string(storage.get_text(layout.subtitle("trip", "srt")))
+    shown = " ".join(event.plaintext.replace("\n", " ") for event in srt)
+    assert shown == text and shown.count("New York") == 1 and "noo" not in shown
+    assert any("New York," in line for event in srt for line in event.plaintext.splitlines())  # never split
+    words = storage.get_json(layout.subtitle("trip", "json"))["words"]
+    assert [(w["index"], w["text"], w["spoken"]) for w in words][3] == (3, "New York,", "noo yawk")
+    assert ",\"New York,\",noo yawk," in storage.get_text(layout.subtitle("trip", "csv"))
+
+    # The demo's summary finds the phrase in words.json and counts it once in the SRT
+    from narration.dev import demo
+
+    folder = tmp_path / "items" / "trip"
+    folder.mkdir(parents=True)
+    for key, name in ((layout.synthesis("trip"), "synthesis.json"), (layout.subtitle("trip", "json"), "words.json"),
+                      (layout.subtitle("trip", "srt"), "subtitles.srt")):
+        (folder / name).write_bytes(storage.get_bytes(key))
+    capsys.readouterr()
+    demo.print_lexicon_entries(planned, tmp_path)
+    printed = capsys.readouterr().out
+    assert "    New York: alias 'noo yawk' (places)\n" in printed
+    assert "words.json: 'New York,' spoken 'noo yawk', at " in printed
+    # how often the SRT shows each written grapheme ("York" also inside "New York") and its alias
+    assert "'New York' 1x, alias 'noo yawk' 0x; 'York' 2x, alias 'yorrk' 0x" in printed
+
+
+def test_a_phrase_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator):
+    # /ˈhuː/ for the whole phrase: espeak-ng must then say what it says for "The hoo met today."
+    upload_lexicon(storage, "orgs", pls(phoneme("World Health Organization", "ˈhuː")), "orgs.pls")
+    text = "The World Health Organization met today."
+    planned = plan(storage, "phrasephone", {"id": "who", "text": text, "lexicons": ["orgs"]})
+    [item] = planned.items
+    assert item.pronunciations == [Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː",
+                                                 lexicon="orgs")]
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    layout = BatchLayout("phrasephone")
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("who")))
+    token = record.tokens[1]
+    assert (token.original, token.spoken, token.phonemes) == ("World Health Organization",
+                                                              ["worldhealthorganization"], "ˈhuː")
+    assert len(record.tokens) == 4
+    assert record.params["lexicon_entries"] == ["World Health Organization: phonemes /ˈhuː/ spoken by espeak as one "
+                                                "word (orgs)"]
+
+    from narration.audio import from_wav_bytes
+
+    audio, _ = from_wav_bytes(storage.get_bytes(layout.audio("who")))
+    synth = EspeakSynthesizer(settings)
+    synth.load()
+    voice = Voice("narrator", "en", "")
+    as_hoo = synth.synthesize(normalize_script("The hoo met today."), voice)
+    as_written = synth.synthesize(normalize_script(text), voice)
+    assert espeak_engine().phonemes("hoo") == ["h", "'u:"]
+    # espeak-ng's takes of one text differ (measured here: 23074-23080 samples, one take in six 22860); the phrase
+    # as written is twice as long
+    assert abs(len(audio) - len(as_hoo.audio)) < 500 and len(as_written.audio) > 1.5 * len(audio)
+    assert all(abs(a.start_ms - b.start_ms) <= 15 and abs(a.end_ms - b.end_ms) <= 15
+               for a, b in zip(record.reference_words, as_hoo.reference_words))
+
+    result = align_chunk(storage, settings, chunk)
+    assert [i.status.value for i in result.items] == ["aligned"]
+    timing = TimingRecord.model_validate(storage.get_json(layout.timing("who", "pocketsphinx")))
+    reference = {w.text: w.start_ms for w in record.reference_words}
+    phrase = timing.words[1]
+    assert phrase.text == "World Health Organization" and phrase.timed
+    assert abs(phrase.start_ms - reference["World Health Organization"]) <= 60
+
+
+def test_a_words_only_synthesizer_s_record_says_what_it_did_with_phoneme_entries():
+    from narration.pipeline import _lexicon_params
+
+    item = ItemSpec(item_id="p", text="The World Health Organization met Mr. Nguyen.", voice="narrator", manifest="m",
+                    line=1, pronunciations=[
+                        Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː", lexicon="orgs"),
+                        Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
+    assert [t.spoken for t in _tokens(item)][1] == ["worldhealthorganization"]
+    assert _lexicon_params(item, "f5tts")["lexicon_entries"] == [
+        "World Health Organization: phoneme entry /ˈhuː/ not applied: f5tts takes words only, so the phrase is read "
+        "as one word, 'worldhealthorganization' (orgs)",
+        "Nguyen: phoneme entry /ˈwɪn/ not applied: f5tts takes words only, so the word is read as written (names)"]
+    assert _lexicon_params(item, "piper")["lexicon_entries"] == [
+        "World Health Organization: phonemes /ˈhuː/ spoken by piper as one word (orgs)",
+        "Nguyen: phonemes /ˈwɪn/ spoken by piper (names)"]
+
+
+def test_the_longest_phrase_wins_and_no_phrase_crosses_a_comma_a_paragraph_or_a_heading(storage, narrator):
+    upload_lexicon(storage, "city", pls(alias("New", "gnu"), alias("New York", "noo yawk"),
+                                        alias("New York City", "the big apple")), "city.pls")
+    text = ("# Arrival in New\n"
+            "York City never sleeps. New, York was a typo.\n\n"
+            "We left New York\n\n"
+            "City lights faded behind us.")
+    planned = plan(storage, "longest", {"id": "story", "text": text}, lexicons=["city"])
+    [item] = planned.items
+    assert [p.grapheme for p in item.pronunciations] == ["New", "New York"]
+    assert item.paragraphs == [3, 12, 16] and [c.title for c in item.chapters] == ["Arrival in New"]
+    tokens = _tokens(item)
+    said = [(t.original, " ".join(t.spoken)) for t in tokens]
+    assert said[:4] == [("Arrival", "arrival"), ("in", "in"), ("New", "gnu"), ("York", "york")]
+    assert said[7:9] == [("New,", "gnu"), ("York", "york")]  # a comma inside the run breaks the phrase
+    assert said[12:16] == [("We", "we"), ("left", "left"), ("New York", "noo yawk"), ("City", "city")]
+    assert [t.index for t in tokens] == list(range(len(tokens)))
+    # "New York City" as one run of one paragraph: the longest entry wins over "New York" and "New"
+    line = normalize_script("New York City, New York, New.")
+    longest = LexiconLibrary(storage).resolve(["city"], [], line)
+    assert [p.grapheme for p in longest] == ["New York City", "New York", "New"]
+    assert [t.spoken for t in apply_pronunciations(line, longest, "en-us")] == [
+        ["the", "big", "apple"], ["noo", "yawk"], ["gnu"]]
+
+    # Every step agrees on the merged tokens: segments, timings, words.json and its chapters' first words.
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "json"]}))
+    assert {i.status.value for i in render.items} == {"done"}
+    layout = BatchLayout("longest")
+    record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
+    assert [t.original for t in record.tokens] == [t.original for t in tokens]
+    assert [s.paragraph for s in record.segments] == [1, 2, 2, 3, 4]
+    timing = TimingRecord.model_validate(storage.get_json(layout.timing("story", "pocketsphinx")))
+    assert [w.text for w in timing.words] == [t.original for t in tokens] and all(w.timed for w in timing.words)
+    document = storage.get_json(layout.subtitle("story", "json"))
+    assert [w["text"] for w in document["words"]] == [t.original for t in tokens]
+    assert [c["first_word"] for c in document["chapters"]] == [0]
+    srt = pysubs2.SSAFile.from_string(storage.get_text(layout.subtitle("story", "srt")))
+    assert " ".join(event.plaintext.replace("\n", " ") for event in srt) == " ".join(
+        text.replace("# ", "").split())
+
+
+@pytest.mark.parametrize(("lexeme", "line", "reason"), [
+    (alias("New , York", "noo yawk"), 3, "entry 'New , York': word 2 of the phrase, ',', is only punctuation, "
+                                         "which matches no written word"),
+    (alias("... !", "dot dot dot"), 3, "entry '... !': the grapheme is only punctuation; it must hold a word"),
+    (alias(" ".join(["word"] * 11), "many"), 3, "a phrase of 11 words, over the limit of 10"),
+    (phoneme("New York", "nu j'ɔrk"), 3, "entry 'New York': phoneme \"nu j'ɔrk\": symbol \"'\" (U+0027) is not "
+                                         "IPA"),
+])
+def test_a_malformed_phrase_entry_is_refused_naming_file_line_and_entry(storage, lexeme, line, reason):
+    with pytest.raises(LexiconError) as refused:
+        upload_lexicon(storage, "phrases", pls(alias("SQL", "sequel"), lexeme), "phrases.pls")
+    assert str(refused.value).startswith(f"phrases.pls:{line + 1}: ") and reason in str(refused.value)
+    assert list(storage.list_keys("lexicons/")) == []  # nothing stored
+
+
+def test_the_google_fallback_times_a_phrase_as_one_token():
+    from narration.align.google import GoogleAligner
+    from narration.dev.speech_server import LocalSpeechServer
+
+    item = ItemSpec(item_id="g", text="She flew to New York, then home.", voice="narrator", manifest="m", line=1,
+                    pronunciations=[Pronunciation(grapheme="New York", alias="noo yawk", lexicon="places")])
+    tokens = _tokens(item)
+    synth = EspeakSynthesizer(Settings())
+    synth.load()
+    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    with LocalSpeechServer() as server:
+        aligner = GoogleAligner(Settings(google_endpoint=server.address, google_insecure=True))
+        aligner.load()
+        words = aligner.align(out.audio, out.sample_rate, tokens, "en")
+        aligner.close()
+    assert [(w.index, w.text, w.spoken) for w in words] == [(t.index, t.original, " ".join(t.spoken))
+                                                            for t in tokens]
+    phrase = words[3]
+    assert (phrase.text, phrase.spoken, phrase.source) == ("New York,", "noo yawk", "google") and phrase.timed
+    reference = out.reference_words[3]
+    assert abs(phrase.start_ms - reference.start_ms) <= 150 and phrase.end_ms >= reference.end_ms - 150

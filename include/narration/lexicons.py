@@ -1,8 +1,9 @@
 """Pronunciation lexicons: W3C PLS 1.0 files, or a simple CSV form, stored at ``lexicons/<name>.pls|.csv``.
 
 A lexicon is read and checked whole (file, line, entry and reason for every refusal); at planning its entries
-that match an item's words become the item's ``pronunciations``, and :func:`apply_pronunciations` turns them into
-what the backends speak: an alias replaces the spoken words, a phoneme entry adds IPA to the token.
+that match an item's words or phrases become the item's ``pronunciations``, and :func:`apply_pronunciations` turns
+them into what the backends speak: an alias replaces the spoken words, a phoneme entry adds IPA to the token, and a
+phrase's tokens become one token.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import posixpath
 import unicodedata
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -18,8 +20,9 @@ from pydantic import BaseModel
 from narration.errors import ConfigurationFault
 from narration.languages import base_language
 from narration.layout import ID_PATTERN, LEXICONS, lexicon_key
+from narration.longform import token_paragraphs
 from narration.normalize import bare_word, normalize_script
-from narration.schema import Pronunciation, ScriptToken
+from narration.schema import ItemSpec, Pronunciation, ScriptToken
 from narration.storage import Storage
 
 PLS_NAMESPACE = "http://www.w3.org/2005/01/pronunciation-lexicon"
@@ -30,6 +33,7 @@ FORMATS = {".pls": ".pls", ".xml": ".pls", ".csv": ".csv"}
 STORED_SUFFIXES = (".pls", ".csv")
 CSV_COLUMNS = ("grapheme", "alias", "phoneme", "alphabet")
 MAX_LEXICON_BYTES = 1 << 20
+MAX_PHRASE_WORDS = 10  # PLS: a grapheme is "a word or short phrase"; also bounds the matching scan
 
 # IPA here: lowercase Latin letters, the IPA letters outside ASCII, modifier letters (stress, length, aspiration),
 # combining diacritics (tie bar, syllabic, voiceless) and the syllable break.
@@ -70,7 +74,7 @@ class Lexicon:
     format: str  # "pls" | "csv"
     alphabet: str | None = None
     language: str | None = None
-    entries: dict[str, LexiconEntry] = field(default_factory=dict)  # casefolded grapheme -> entry
+    entries: dict[str, LexiconEntry] = field(default_factory=dict)  # match_key(grapheme) -> entry
 
     def applies_to(self, language: str) -> bool:
         """Whether the lexicon is for ``language`` (a tag such as en-GB): the primary language of its xml:lang
@@ -78,7 +82,7 @@ class Lexicon:
         return self.language is None or base_language(self.language) == base_language(language)
 
     def add(self, entry: LexiconEntry) -> None:
-        key = entry.grapheme.casefold()
+        key = match_key(entry.grapheme)
         earlier = self.entries.get(key)
         if earlier is not None and earlier.reading != entry.reading:
             raise LexiconError(self.source, entry.line, entry.grapheme,
@@ -101,6 +105,40 @@ class LexiconInfo(BaseModel):
     error: str | None = None  # why a stored lexicon cannot be used (stored without the upload's checks)
 
 
+def match_key(text: str) -> str:
+    """What a grapheme and a run of written tokens are compared by: without the punctuation at the run's edges,
+    whitespace collapsed, casefolded ("(New York)," -> "new york"). Punctuation inside the run stays, so
+    "New, York" is not "New York" while "St. Ives" still matches "St. Ives"."""
+    return " ".join(bare_word(unicodedata.normalize("NFC", text)).split()).casefold()
+
+
+def find_matches(tokens: list[ScriptToken], keys: Container[str], max_words: int,
+                 paragraph_starts: Sequence[int] = ()) -> list[tuple[int, int, str]]:
+    """(start, end, key) of each run ``tokens[start:end]`` whose :func:`match_key` is in ``keys``, scanning left
+    to right, the longest run winning at each start ("New York City" over "New York" over "New"). A run never
+    crosses a paragraph (``paragraph_starts``, as :func:`longform.token_paragraphs` takes them; a chapter heading
+    is a paragraph of its own)."""
+    paragraphs = token_paragraphs(tokens, list(paragraph_starts))
+    matches = []
+    start = 0
+    while start < len(tokens):
+        best = None
+        for end in range(start + 1, min(start + max_words, len(tokens)) + 1):  # each token holds a word or more
+            if paragraphs[end - 1] != paragraphs[start]:
+                break
+            key = match_key(" ".join(t.original for t in tokens[start:end]))
+            if len(key.split()) > max_words:
+                break
+            if key in keys:
+                best = end, key
+        if best is None:
+            start += 1
+        else:
+            matches.append((start, *best))
+            start = best[0]
+    return matches
+
+
 def _describe(entry: LexiconEntry) -> str:
     return f"alias {entry.alias!r}" if entry.alias is not None else f"phoneme /{entry.phonemes}/"
 
@@ -117,7 +155,8 @@ def ipa_problem(ipa: str) -> str | None:
 
 def to_ipa(text: str, alphabet: str) -> tuple[str | None, str | None]:
     """(IPA, None) for a phoneme string in ``alphabet``, or (None, why not). X-SAMPA is converted with the
-    phonecodes library's table; whitespace separates symbols and is dropped (an entry is one word)."""
+    phonecodes library's table; whitespace separates symbols and is dropped (an entry, a phrase's too, is spoken
+    as one word)."""
     text = unicodedata.normalize("NFC", text.strip())
     if not text:
         return None, "the phoneme is empty"
@@ -141,13 +180,21 @@ def to_ipa(text: str, alphabet: str) -> tuple[str | None, str | None]:
 
 def _entry(lexicon: Lexicon, line: int, grapheme: str | None, alias: str | None, phoneme: str | None,
            alphabet: str, reading_line: int | None = None) -> LexiconEntry:
-    """One checked entry: a single-word grapheme and exactly one reading (the phoneme converted to IPA)."""
-    grapheme = (grapheme or "").strip()
+    """One checked entry: a grapheme of a word or a short phrase (whitespace collapsed) and exactly one reading
+    (the phoneme converted to IPA)."""
+    grapheme = " ".join((grapheme or "").split())
     if not grapheme:
         raise LexiconError(lexicon.source, line, None, "the entry has no grapheme")
-    if len(grapheme.split()) > 1:
-        raise LexiconError(lexicon.source, line, grapheme, "a grapheme of several words is not supported; "
-                           "entries match one written word")
+    if not match_key(grapheme):
+        raise LexiconError(lexicon.source, line, grapheme, "the grapheme is only punctuation; it must hold a word")
+    words = grapheme.split()
+    for n, word in enumerate(words, start=1):
+        if not bare_word(word):
+            raise LexiconError(lexicon.source, line, grapheme, f"word {n} of the phrase, {word!r}, is only "
+                               "punctuation, which matches no written word")
+    if len(words) > MAX_PHRASE_WORDS:
+        raise LexiconError(lexicon.source, line, grapheme, f"a phrase of {len(words)} words, over the limit of "
+                           f"{MAX_PHRASE_WORDS}")
     if alias is None and phoneme is None:
         raise LexiconError(lexicon.source, line, grapheme, "the entry has neither an alias nor a phoneme")
     if alias is not None:
@@ -288,7 +335,7 @@ class LexiconLibrary:
         self.storage = storage
         self._keys: dict[str, str] | None = None
         self._loaded: dict[str, Lexicon] = {}
-        self._combined: dict[tuple[str, ...], dict[str, tuple[str, LexiconEntry]]] = {}
+        self._combined: dict[tuple[str, ...], tuple[dict[str, tuple[str, LexiconEntry]], int]] = {}
 
     @property
     def keys(self) -> dict[str, str]:
@@ -307,25 +354,26 @@ class LexiconLibrary:
             self._loaded[name] = parse_lexicon(name, self.storage.get_bytes(key), key, self.storage.uri(key))
         return self._loaded[name]
 
-    def _merged(self, names: tuple[str, ...]) -> dict[str, tuple[str, LexiconEntry]]:
-        """Casefolded grapheme -> (lexicon, entry) over ``names`` in order; kept per combination, since a batch's
-        lines share a few."""
+    def _merged(self, names: tuple[str, ...]) -> tuple[dict[str, tuple[str, LexiconEntry]], int]:
+        """(match key -> (lexicon, entry), the most words of a grapheme) over ``names``, the first lexicon that
+        has a grapheme winning; kept per combination, since a batch's lines share a few."""
         if names not in self._combined:
             merged: dict[str, tuple[str, LexiconEntry]] = {}
             for name in names:
                 for key, entry in self.load(name).entries.items():
-                    merged[key] = (name, entry)
-            self._combined[names] = merged
+                    merged.setdefault(key, (name, entry))
+            self._combined[names] = merged, max((len(key.split()) for key in merged), default=0)
         return self._combined[names]
 
-    def resolve(self, names: list[str], tokens: list[ScriptToken]) -> list[Pronunciation]:
-        """The entries of ``names`` (in order: a later lexicon's entry wins) that match a word of ``tokens``,
-        once each, in the order the words come."""
-        merged = self._merged(tuple(names))
+    def resolve(self, batch: list[str], line: list[str], tokens: list[ScriptToken],
+                paragraph_starts: Sequence[int] = ()) -> list[Pronunciation]:
+        """The entries that match a word or phrase of ``tokens`` (:func:`find_matches`), once each, in the order
+        they come. As in Amazon Polly, the first lexicon of a list that has a grapheme wins; the line's lexicons
+        (``line``) are searched before the batch's (``batch``), so a line overrides its batch."""
+        merged, max_words = self._merged(tuple(dict.fromkeys([*line, *batch])))
         found: dict[str, Pronunciation] = {}
-        for token in tokens:
-            key = bare_word(token.original).casefold()
-            if key in merged and key not in found:
+        for _, _, key in find_matches(tokens, merged, max_words, paragraph_starts):
+            if key not in found:
                 name, entry = merged[key]
                 found[key] = Pronunciation(grapheme=entry.grapheme, alias=entry.alias, phonemes=entry.phonemes,
                                            lexicon=name)
@@ -389,22 +437,40 @@ def delete_lexicon(storage: Storage, name: str) -> str:
 # Applying an item's pronunciations to its tokens
 
 
-def apply_pronunciations(tokens: list[ScriptToken], pronunciations: list[Pronunciation], locale: str
-                         ) -> list[ScriptToken]:
-    """The tokens as the backends speak them: an alias entry's normalised words replace the token's ``spoken``;
-    a phoneme entry sets its ``phonemes`` (IPA) and makes ``spoken`` one word (its words joined), for display and
-    for the backends that take words only. ``original`` never changes, so subtitles show the written text."""
+def apply_pronunciations(tokens: list[ScriptToken], pronunciations: list[Pronunciation], locale: str,
+                         paragraph_starts: Sequence[int] = ()) -> list[ScriptToken]:
+    """The tokens as the backends speak them. The tokens an entry matches (one word, or a phrase's run, found as
+    at planning by :func:`find_matches`) become one token whose ``original`` is the run as written, so subtitles,
+    words.json and words.csv show it and time it as one unit; an alias entry's normalised words are its
+    ``spoken``; a phoneme entry sets its ``phonemes`` (IPA) and makes ``spoken`` one word (the run's words
+    joined), for display and for the backends that take words only. Tokens are re-indexed."""
     if not pronunciations:
         return tokens
-    by_word = {p.grapheme.casefold(): p for p in pronunciations}
-    out = []
-    for token in tokens:
-        entry = by_word.get(bare_word(token.original).casefold())
-        if entry is None:
-            out.append(token)
-        elif entry.alias is not None:
-            words = [w for t in normalize_script(entry.alias, locale) for w in t.spoken]
-            out.append(token.model_copy(update={"spoken": words or token.spoken}))
-        else:
-            out.append(token.model_copy(update={"spoken": ["".join(token.spoken)], "phonemes": entry.phonemes}))
-    return out
+    by_key = {match_key(p.grapheme): p for p in pronunciations}
+    max_words = max(len(key.split()) for key in by_key)
+    out: list[ScriptToken] = []
+    position = 0
+    for start, end, key in find_matches(tokens, by_key, max_words, paragraph_starts):
+        out.extend(tokens[position:start])
+        out.append(_pronounced(tokens[start:end], by_key[key], locale))
+        position = end
+    out.extend(tokens[position:])
+    return [token if token.index == n else token.model_copy(update={"index": n}) for n, token in enumerate(out)]
+
+
+def item_tokens(item: ItemSpec) -> list[ScriptToken]:
+    """The item's script tokens as every step speaks and times them: its text normalised, its lexicon entries
+    applied (the one place they are built)."""
+    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale,
+                                item.paragraphs)
+
+
+def _pronounced(run: list[ScriptToken], entry: Pronunciation, locale: str) -> ScriptToken:
+    """The one token a matched run becomes."""
+    written = [w for token in run for w in token.spoken]
+    if entry.alias is not None:
+        spoken, phonemes = [w for t in normalize_script(entry.alias, locale) for w in t.spoken] or written, None
+    else:
+        spoken, phonemes = ["".join(written)], entry.phonemes
+    return ScriptToken(index=run[0].index, original=" ".join(token.original for token in run), spoken=spoken,
+                       unspoken=[w for token in run for w in token.unspoken], phonemes=phonemes)

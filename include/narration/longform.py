@@ -90,7 +90,7 @@ def is_long(item: ItemSpec, settings: Settings) -> bool:
 def token_paragraphs(tokens: list[ScriptToken], paragraph_starts: list[int]) -> list[int]:
     """The 1-based paragraph of each token. ``paragraph_starts`` are the word indexes (among the text's
     whitespace-separated words) where paragraphs 2.. start; a token starts a paragraph when its first word is at
-    or past that index (a token merged into its neighbour keeps all its words in one token)."""
+    or past that index (a token merged into its neighbour, or a lexicon phrase's token, keeps all its words)."""
     result = []
     word = 0
     paragraph = 1

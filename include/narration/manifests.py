@@ -86,8 +86,8 @@ class ManifestLine(BaseModel):
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict = Field(default_factory=dict)
-    lexicons: list[str] = Field(default_factory=list, description="Lexicon names applied after the batch's "
-                                "(a later entry wins); in CSV one cell, comma separated.")
+    lexicons: list[str] = Field(default_factory=list, description="Lexicon names searched before the batch's "
+                                "(the first lexicon with a grapheme wins); in CSV one cell, comma separated.")
     chapters: list[ChapterField] | None = None
 
     @field_validator("lexicons", mode="before")
@@ -146,7 +146,7 @@ class ValidationContext:
     seen_ids: dict[str, str] = field(default_factory=dict)
     accepted: int = 0
     lexicons: LexiconLibrary | None = None  # the library the lines' lexicon names are looked up in
-    batch_lexicons: list[str] = field(default_factory=list)  # applied to every line, before the line's own
+    batch_lexicons: list[str] = field(default_factory=list)  # for every line, searched after the line's own
 
 
 def _preview(raw: str) -> str:
@@ -288,6 +288,11 @@ def _check_line(
     if problem:
         return reject("metadata", problem)
 
+    starts, word = [], 0
+    for paragraph_text in texts:
+        starts.append(word)
+        word += len(paragraph_text.split())
+
     pronunciations, lexicons_not_applied = [], []
     if fields.lexicons or ctx.batch_lexicons:
         known = ctx.lexicons.keys if ctx.lexicons is not None else {}
@@ -306,14 +311,10 @@ def _check_line(
         batch_lexicons = [lexicon.name for lexicon in batch if lexicon.applies_to(language)]
         lexicons_not_applied = [f"{lexicon.name} ({lexicon.language})" for lexicon in batch
                                 if not lexicon.applies_to(language)]
-        pronunciations = ctx.lexicons.resolve([*batch_lexicons, *fields.lexicons], speakable)
+        pronunciations = ctx.lexicons.resolve(batch_lexicons, fields.lexicons, speakable, starts[1:])
     chapters = _chapters(fields, paragraphs, reject)
     if isinstance(chapters, LineError):
         return chapters
-    starts, word = [], 0
-    for paragraph_text in texts:
-        starts.append(word)
-        word += len(paragraph_text.split())
 
     if ctx.accepted >= settings.max_items_per_batch:
         return reject(None, f"batch limit of {settings.max_items_per_batch} items reached; line not processed")

@@ -28,7 +28,7 @@ from narration.align.base import AlignmentError, quality_problem
 from narration.dev.faults import FaultPlan
 from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
-from narration.lexicons import apply_pronunciations
+from narration.lexicons import item_tokens
 from narration.longform import is_long, pause_settings, segment_seed, segment_tokens
 from narration.normalize import normalize_script
 from narration.schema import (
@@ -85,8 +85,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _tokens(item: ItemSpec):
-    return apply_pronunciations(normalize_script(item.text, item.locale), item.pronunciations, item.locale)
+_tokens = item_tokens  # every step's tokens
 
 
 class _Clock:
@@ -336,10 +335,16 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
     takes_phonemes = get_synthesizer_class(backend).takes_phonemes
     notes = []
     for p in item.pronunciations:
+        phrase = len(p.grapheme.split()) > 1
         if p.alias is not None:
             notes.append(f"{p.grapheme}: alias {p.alias!r} ({p.lexicon})")
         elif takes_phonemes:
-            notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend} ({p.lexicon})")
+            notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend}{' as one word' * phrase} "
+                         f"({p.lexicon})")
+        elif phrase:  # the phrase's token is one word: its words joined
+            joined = "".join(w for t in normalize_script(p.grapheme, item.locale) for w in t.spoken)
+            notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
+                         f"so the phrase is read as one word, {joined!r} ({p.lexicon})")
         else:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
                          f"so the word is read as written ({p.lexicon})")

@@ -48,7 +48,7 @@ class BatchOptions(RunChoices):
     chunk_size: int = Field(Settings.model_fields["chunk_size"].default, ge=1, le=1000)
     force_rerender: bool = False
     lexicons: list[str] = Field(default_factory=list, description="Lexicon names (lexicons/<name>.pls|.csv) for "
-                                "every line, before each line's own; resolved into the items at planning.")
+                                "every line, searched after each line's own; resolved into the items at planning.")
 
     def chunk_choices(self) -> dict:
         """What a chunk spec carries of these options."""

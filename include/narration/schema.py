@@ -37,10 +37,11 @@ class LineError(Model):
 
 
 class Pronunciation(Model):
-    """A lexicon entry that matches a word of an item (resolved at planning): say ``alias`` instead of the word,
-    or speak ``phonemes`` (IPA) where the backend takes phonemes."""
+    """A lexicon entry that matches a word or phrase of an item (resolved at planning): say ``alias`` instead of
+    it, or speak ``phonemes`` (IPA, one word) where the backend takes phonemes."""
 
-    grapheme: str = Field(description="The word as the lexicon writes it (matched case-insensitively).")
+    grapheme: str = Field(description="The word or phrase as the lexicon writes it (matched "
+                          "case-insensitively, lexicons.match_key).")
     alias: str | None = None
     phonemes: str | None = Field(None, description="IPA (X-SAMPA entries are converted when the lexicon is read).")
     lexicon: str = Field(description="The lexicon's name in the library (lexicons/<name>.pls|.csv).")
@@ -69,8 +70,9 @@ class ItemSpec(Model):
     line: int
     seed: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    pronunciations: list[Pronunciation] = Field(default_factory=list, description="The entries of the batch's "
-                                                "and the line's lexicons that match its words (later lexicons win).")
+    pronunciations: list[Pronunciation] = Field(default_factory=list, description="The entries of the line's "
+                                                "and the batch's lexicons that match its words or phrases "
+                                                "(LexiconLibrary.resolve: the first lexicon with a grapheme wins).")
     paragraphs: list[int] = Field(default_factory=list, description="Where each paragraph after the first "
                                   "starts: its first word's index among the text's whitespace-separated words "
                                   "(empty: one paragraph).")

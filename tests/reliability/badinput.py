@@ -178,7 +178,12 @@ CASES: list[Case] = [
     L("bad-xsampa.pls", raises="bad-xsampa.pls:4: entry 'Nguyen': phoneme 'ŋwiən': symbol 'ŋ' is not X-SAMPA"),
     L("conflicting.pls", raises="conflicting.pls:5: entry 'sql': conflicts with the entry for 'SQL' at line 3"),
     L("entities.pls", raises="entities.pls:2: a DOCTYPE is not allowed"),
-    L("multiword.pls", raises="multiword.pls:3: entry 'New York': a grapheme of several words is not supported"),
+    L("phrases.pls", accepted=(1,)),
+    L("phrase-punctuation-word.pls", raises="phrase-punctuation-word.pls:4: entry 'Tom - Jerry': word 2 of the "
+                                            "phrase, '-', is only punctuation"),
+    L("punctuation-grapheme.csv", raises="punctuation-grapheme.csv:3: entry '...': the grapheme is only punctuation"),
+    L("long-phrase.csv", raises="long-phrase.csv:3: entry 'the quick brown fox jumps over the lazy dog and cat': a "
+                                "phrase of 11 words, over the limit of 10"),
     L("both.csv", raises="both.csv:3: entry 'Nguyen': give an alias or a phoneme, not both"),
     L("bad-alphabet.csv", raises="bad-alphabet.csv:3: entry 'Nguyen': unknown alphabet 'arpabet'"),
     L("names.txt", file="lexicons/names.csv", raises="names.txt: unknown lexicon format '.txt'"),

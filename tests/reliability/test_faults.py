@@ -16,6 +16,7 @@ import pytest
 
 from narration.dev.faults import ENV_VAR, FaultPlan, InjectedFault, active_rules
 from narration.layout import BatchLayout
+from narration.lexicons import upload_lexicon
 from narration.pipeline import align_chunk, load_chunk, synthesize_chunk
 from narration.plan import BatchOptions, plan_batch
 from narration.render import render_chunk
@@ -108,6 +109,18 @@ def test_backend_exceptions_fail_only_the_chosen_items_and_a_retry_redoes_only_t
     assert (synth.skipped, align.skipped, render.skipped) == (3, 2, 1), "only the failed items were redone"
     assert [i.status.value for i in render.items] == ["done"] * 4
     assert files_of(storage, "crashy") == {f"c{n}": ALL_FILES for n in range(1, 5)}
+
+
+def test_a_backend_fault_finds_an_item_whose_lexicon_phrase_merged_its_tokens(storage, narrator, monkeypatch):
+    upload_lexicon(storage, "places", b"grapheme,alias\nNew York,noo yawk\n", "places.csv")
+    storage.put_bytes("incoming/lexfault.jsonl", jsonl({"id": "f1", "text": "We flew to New York."},
+                                                       {"id": "f2", "text": "We stayed home."}))
+    plan = plan_batch(storage, Settings(), "lexfault", ["incoming/lexfault.jsonl"],
+                      BatchOptions(chunk_size=2, lexicons=["places"]), {"narrator"})
+    monkeypatch.setenv(ENV_VAR, json.dumps([{"step": "synthesize", "fail_items": ["f1"]}]))
+    result = synthesize_chunk(storage, Settings(), load_chunk(storage, plan.chunks[0].key))
+    assert [i.status.value for i in result.items] == ["synthesis_failed", "synthesized"]
+    assert "InjectedFault" in result.items[0].error
 
 
 def test_the_chaos_hook_is_inert_unless_configured(caplog):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from narration.dev.local_s3 import LocalS3Server
 from narration.layout import INCOMING, BatchLayout
+from narration.lexicons import match_key
 from narration.longform import is_long
 from narration.normalize import bare_word
 from narration.plan import BatchPlan, load_plan
@@ -278,6 +279,10 @@ def print_long_items(plan: BatchPlan, local_dir: Path) -> None:
         print(f"  files: {folder}/ chapters.vtt, subtitles.srt, words.json, narration.wav")
 
 
+def _occurrences(phrase: str, text: str) -> int:
+    return len(re.findall(rf"(?<!\S){re.escape(phrase)}(?!\S)", text))
+
+
 def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
     """What each item's synthesis record says it did with its lexicon entries, and one timed word of each entry
     as words.json writes it (the written word, with the words spoken for it)."""
@@ -299,8 +304,8 @@ def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
         for note in params.get("lexicons_not_applied") or item.lexicons_not_applied:
             print(f"    not applied: {note}")
         for pronunciation in item.pronunciations if words else []:
-            word = next((w for w in words["words"]
-                         if bare_word(w["text"]).casefold() == pronunciation.grapheme.casefold()), None)
+            word = next((w for w in words["words"] if match_key(w["text"]) == match_key(pronunciation.grapheme)),
+                        None)
             if word is not None:
                 at = f"at {word['start_ms'] / 1000:.2f} s" if word["timed"] else "untimed"
                 how = "" if pronunciation.alias else " (a phoneme entry: one word, said from its IPA)"
@@ -308,8 +313,8 @@ def print_lexicon_entries(plan: BatchPlan, local_dir: Path) -> None:
         srt = folder / "subtitles.srt"
         if srt.exists() and item.pronunciations:
             text = srt.read_text(encoding="utf-8")
-            written = [bare_word(w).casefold() for w in text.split()]
-            counts = [f"{p.grapheme!r} {written.count(p.grapheme.casefold())}x, alias {p.alias!r} "
+            written = " ".join(bare_word(w) for w in text.split()).casefold()  # a phrase counts as one
+            counts = [f"{p.grapheme!r} {_occurrences(match_key(p.grapheme), written)}x, alias {p.alias!r} "
                       f"{text.casefold().count(p.alias.casefold())}x" for p in item.pronunciations if p.alias]
             print(f"    {srt}: {'; '.join(counts) or 'no alias entry'}")
 

@@ -124,10 +124,9 @@ class FaultPlan:
         chosen = set().union(*(rule.fail_items | rule.hang_items for rule in self.rules)) if self.rules else set()
         if not chosen:
             return backend
-        from narration.normalize import normalize_script
+        from narration.lexicons import item_tokens  # what the step gives its backend (lexicon phrases applied)
 
-        scripts = {item.item_id: normalize_script(item.text, item.locale) for item in chunk.items
-                   if item.item_id in chosen}
+        scripts = {item.item_id: item_tokens(item) for item in chunk.items if item.item_id in chosen}
         return _FaultyBackend(backend, self, scripts)  # type: ignore[return-value]
 
     def wrap_storage(self, storage: S, layout: BatchLayout, chunk: ChunkSpec, record: Callable[[str], str],
