@@ -85,7 +85,8 @@ PARAMS = {
                             description="Ignore outputs a previous run already produced for the same inputs."),
     "lexicons": Param(None, type=["null", "array"], items={"type": "string"}, title="Pronunciation lexicons",
                       description="Lexicon names (lexicons/<name>.pls or .csv, one per line) for every line; a "
-                                  "line's own lexicons come after them and win."),
+                                  "line's own lexicons are searched first, and in each list the first lexicon "
+                                  "with a word wins."),
 }
 
 

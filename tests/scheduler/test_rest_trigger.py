@@ -186,11 +186,14 @@ def assert_real_screenshot(path: Path) -> None:
 
 
 FORM_LINES = [{"id": "f1", "text": "Triggered from the form."}, {"id": "f2", "text": "With every default."}]
+FORM_NAMES_LINE = {"id": "f3", "text": "Mr. Nguyen chose the lexicon in the form."}
 
 
-def test_trigger_form_submits_with_its_defaults_and_refuses_a_bad_chunk_size(browser, stack, seeded_bucket):
+def test_trigger_form_submits_with_its_defaults_refuses_a_bad_chunk_size_and_takes_a_lexicon(
+        browser, stack, seeded_bucket):
     """The UI as an operator meets it: the Trigger form, submitted untouched, starts a run that narrates what is
-    under incoming/; a chunk size outside 1..500 cannot be entered, and the API refuses one in the conf."""
+    under incoming/; a chunk size outside 1..500 cannot be entered, and the API refuses one in the conf; a lexicon
+    typed into the form's lexicons field reaches the run and is applied."""
     from narration.settings import Settings
     from narration.storage import Storage
 
@@ -236,6 +239,31 @@ def test_trigger_form_submits_with_its_defaults_and_refuses_a_bad_chunk_size(bro
 
     assert stack.wait_for_run(run["dag_run_id"], RUN_TIMEOUT_S) == "success"
     assert [k for k in s3.list_keys("processed/") if k.endswith("form-news.jsonl")]
+
+    # An operator picks a lexicon in the form (one name per line of the field); the run applies it.
+    s3.put_bytes("incoming/form-names.jsonl", jsonl(FORM_NAMES_LINE))
+    runs_before |= {run["dag_run_id"]}
+    with logged_in_page(stack, playwright_api, chromium, f"/dags/{DAG_ID}") as page:
+        page.wait_for_load_state("networkidle")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Run Parameters").wait_for(timeout=60_000)
+        lexicons = dialog.locator("#element_lexicons")
+        lexicons.scroll_into_view_if_needed()
+        lexicons.fill("harbour")
+        lexicons.blur()
+        submit = dialog.get_by_role("button", name="Trigger", exact=True)
+        assert submit.is_enabled()
+        submit.click()
+        dialog.wait_for(state="hidden", timeout=60_000)
+    (run,) = stack.wait_until(lambda: [r for r in stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+                                       if r["dag_run_id"] not in runs_before], 60, "the second form run to appear")
+    assert run["conf"]["lexicons"] == ["harbour"], run["conf"]
+    assert stack.wait_for_run(run["dag_run_id"], RUN_TIMEOUT_S) == "success"
+    (names_batch,) = {key.split("/")[1] for key in s3.list_keys("batches/")
+                      if s3.exists(BatchLayout(key.split("/")[1]).synthesis(FORM_NAMES_LINE["id"]))}
+    synthesis = s3.get_json(BatchLayout(names_batch).synthesis(FORM_NAMES_LINE["id"]))
+    assert synthesis["params"]["lexicon_entries"] == ["Nguyen: alias 'win' (harbour)"], synthesis["params"]
 
     # The API applies the same schema: a conf with a bad chunk size is refused before any run exists.
     refused = requests.post(f"{stack.base_url}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30,
