@@ -191,13 +191,15 @@ def test_a_phrase_phoneme_entry_reaches_piper_as_one_word():
                     line=1, pronunciations=[Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː",
                                                           lexicon="orgs")])
     tokens = _tokens(item)
-    spoken = [w for t in tokens for w in t.spoken]
-    injected = synth.sentence_phonemes(spoken, "The worldhealthorganization met today.",
-                                       {1: synth.ipa_phonemes("ˈhuː")})
+    assert tokens[1].spoken == ["world", "health", "organization"]  # as written, for the words-only backends
+    # Piper takes the phrase as one word and speaks the IPA in its place.
+    injected = synth.sentence_phonemes(["the", "worldhealthorganization", "met", "today"],
+                                       "The worldhealthorganization met today.", {1: synth.ipa_phonemes("ˈhuː")})
     assert "".join(injected[0]).split(" ")[1] == "ˈhuː"
     out = synth.synthesize(tokens, Voice("narrator", "en", ""))
     assert out.params["word_timings"] == "piper phoneme durations"
     assert [w.text for w in out.reference_words] == ["The", "World Health Organization", "met", "today."]
+    assert out.reference_words[1].spoken == "world health organization"
     phrase = out.reference_words[1]
     assert phrase.end_ms - phrase.start_ms < 600  # "hoo" (measured 151 ms), not the three words (1.4 s)
 
@@ -450,7 +452,7 @@ def test_a_phrase_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator
     record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("who")))
     token = record.tokens[1]
     assert (token.original, token.spoken, token.phonemes) == ("World Health Organization",
-                                                              ["worldhealthorganization"], "ˈhuː")
+                                                              ["world", "health", "organization"], "ˈhuː")
     assert len(record.tokens) == 4
     assert record.params["lexicon_entries"] == ["World Health Organization: phonemes /ˈhuː/ spoken by espeak as one "
                                                 "word (orgs)"]
@@ -486,10 +488,10 @@ def test_a_words_only_synthesizer_s_record_says_what_it_did_with_phoneme_entries
                     line=1, pronunciations=[
                         Pronunciation(grapheme="World Health Organization", phonemes="ˈhuː", lexicon="orgs"),
                         Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
-    assert [t.spoken for t in _tokens(item)][1] == ["worldhealthorganization"]
+    assert [t.spoken for t in _tokens(item)][1] == ["world", "health", "organization"]
     assert _lexicon_params(item, "f5tts")["lexicon_entries"] == [
         "World Health Organization: phoneme entry /ˈhuː/ not applied: f5tts takes words only, so the phrase is read "
-        "as one word, 'worldhealthorganization' (orgs)",
+        "as written (orgs)",
         "Nguyen: phoneme entry /ˈwɪn/ not applied: f5tts takes words only, so the word is read as written (names)"]
     assert _lexicon_params(item, "piper")["lexicon_entries"] == [
         "World Health Organization: phonemes /ˈhuː/ spoken by piper as one word (orgs)",

@@ -442,8 +442,9 @@ def apply_pronunciations(tokens: list[ScriptToken], pronunciations: list[Pronunc
     """The tokens as the backends speak them. The tokens an entry matches (one word, or a phrase's run, found as
     at planning by :func:`find_matches`) become one token whose ``original`` is the run as written, so subtitles,
     words.json and words.csv show it and time it as one unit; an alias entry's normalised words are its
-    ``spoken``; a phoneme entry sets its ``phonemes`` (IPA) and makes ``spoken`` one word (the run's words
-    joined), for display and for the backends that take words only. Tokens are re-indexed."""
+    ``spoken``; a phoneme entry sets its ``phonemes`` (IPA, spoken as one word by the backends that take phonemes)
+    and leaves ``spoken`` as written, for display and for the backends that take words only. Tokens are
+    re-indexed."""
     if not pronunciations:
         return tokens
     by_key = {match_key(p.grapheme): p for p in pronunciations}
@@ -470,7 +471,7 @@ def _pronounced(run: list[ScriptToken], entry: Pronunciation, locale: str) -> Sc
     written = [w for token in run for w in token.spoken]
     if entry.alias is not None:
         spoken, phonemes = [w for t in normalize_script(entry.alias, locale) for w in t.spoken] or written, None
-    else:
-        spoken, phonemes = ["".join(written)], entry.phonemes
+    else:  # the backends that take phonemes speak the IPA in place of all of them; the others read them as written
+        spoken, phonemes = written, entry.phonemes
     return ScriptToken(index=run[0].index, original=" ".join(token.original for token in run), spoken=spoken,
                        unspoken=[w for token in run for w in token.unspoken], phonemes=phonemes)

@@ -30,7 +30,6 @@ from narration.errors import InfrastructureFault
 from narration.layout import BatchLayout, voice_reference_key
 from narration.lexicons import item_tokens
 from narration.longform import is_long, pause_settings, segment_seed, segment_tokens
-from narration.normalize import normalize_script
 from narration.schema import (
     ChunkResult,
     ChunkSpec,
@@ -341,13 +340,9 @@ def _lexicon_params(item: ItemSpec, backend: str) -> dict:
         elif takes_phonemes:
             notes.append(f"{p.grapheme}: phonemes /{p.phonemes}/ spoken by {backend}{' as one word' * phrase} "
                          f"({p.lexicon})")
-        elif phrase:  # the phrase's token is one word: its words joined
-            joined = "".join(w for t in normalize_script(p.grapheme, item.locale) for w in t.spoken)
-            notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
-                         f"so the phrase is read as one word, {joined!r} ({p.lexicon})")
         else:
             notes.append(f"{p.grapheme}: phoneme entry /{p.phonemes}/ not applied: {backend} takes words only, "
-                         f"so the word is read as written ({p.lexicon})")
+                         f"so the {'phrase' if phrase else 'word'} is read as written ({p.lexicon})")
     return {"lexicon_entries": notes, **spared}
 
 

@@ -146,7 +146,8 @@ class ScriptToken(Model):
     unspoken: list[str] = Field(default_factory=list, description="Parts of the token no backend can speak "
                                 "(a script other than Latin): shown in subtitles, never heard.")
     phonemes: str | None = Field(None, description="IPA from a lexicon's phoneme entry, for the backends that take "
-                                 "phonemes (espeak, Piper, pocketsphinx); ``spoken`` is then one word.")
+                                 "phonemes (espeak, Piper, pocketsphinx), which speak it in place of all of "
+                                 "``spoken``; the backends that take words only read ``spoken``, as written.")
 
 
 # ----------------------------------------------------------------------------------------------------------

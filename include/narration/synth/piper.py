@@ -188,6 +188,10 @@ class PiperSynthesizer(Synthesizer):
             raise PiperError("nothing to speak: the script has no spoken words")
         if speed <= 0:
             raise PiperError(f"speed must be positive, got {speed}")
+        written = tokens
+        # A phoneme entry's token (a phrase's too) is one word here, its phonemes in place of all it is written as.
+        tokens = [t.model_copy(update={"spoken": ["".join(t.spoken)]})
+                  if t.phonemes and len(t.spoken) > 1 and self.ipa_phonemes(t.phonemes) else t for t in tokens]
         text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), speech_text(tokens)[0])
         spoken = [w for t in tokens for w in t.spoken]
         config = SynthesisConfig(length_scale=self.voice.config.length_scale / speed,
@@ -225,7 +229,8 @@ class PiperSynthesizer(Synthesizer):
         params = {"voice_model": self.model_name, "speed": speed, "length_scale": config.length_scale,
                   "seed": None, "voice_note": NOT_CLONING}
         if exact and len(spans) == len(spoken):
-            words = token_timings(tokens, spans, rate)
+            words = [timing.model_copy(update={"spoken": " ".join(token.spoken)})
+                     for timing, token in zip(token_timings(tokens, spans, rate), written)]
             params["word_timings"] = "piper phoneme durations"
         else:
             words = None
