@@ -144,15 +144,20 @@ def test_a_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator):
     assert nguyen.text == "Nguyen" and nguyen.timed and abs(nguyen.start_ms - reference["Nguyen"]) <= 60
 
 
+def _spoken_by_espeak(item: ItemSpec):
+    """The item's tokens (its lexicon entries applied) and espeak-ng's synthesis of them."""
+    tokens = _tokens(item)
+    synth = EspeakSynthesizer(Settings())
+    synth.load()
+    return tokens, synth.synthesize(tokens, Voice("narrator", "en", ""))
+
+
 def test_pocketsphinx_holds_the_converted_pronunciation():
     from narration.align.pocketsphinx import PocketsphinxAligner
 
     item = ItemSpec(item_id="p", text="Mister Nguyen called.", voice="narrator", manifest="m", line=1,
                     pronunciations=[Pronunciation(grapheme="Nguyen", phonemes="ˈwɪn", lexicon="names")])
-    tokens = _tokens(item)
-    synth = EspeakSynthesizer(Settings())
-    synth.load()
-    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    tokens, out = _spoken_by_espeak(item)
     aligner = PocketsphinxAligner(Settings())
     aligner.load()
     words = aligner.align(out.audio, out.sample_rate, tokens, "en")
@@ -564,10 +569,7 @@ def test_the_google_fallback_times_a_phrase_as_one_token():
 
     item = ItemSpec(item_id="g", text="She flew to New York, then home.", voice="narrator", manifest="m", line=1,
                     pronunciations=[Pronunciation(grapheme="New York", alias="noo yawk", lexicon="places")])
-    tokens = _tokens(item)
-    synth = EspeakSynthesizer(Settings())
-    synth.load()
-    out = synth.synthesize(tokens, Voice("narrator", "en", ""))
+    tokens, out = _spoken_by_espeak(item)
     with LocalSpeechServer() as server:
         aligner = GoogleAligner(Settings(google_endpoint=server.address, google_insecure=True))
         aligner.load()
