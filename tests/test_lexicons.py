@@ -78,12 +78,7 @@ def test_an_alias_changes_the_spoken_words_and_not_the_subtitles(storage, narrat
     text = "She moved to Worcester to teach SQL."
     planned = plan(storage, "alias", {"id": "with", "text": text, "lexicons": ["names"]}, {"id": "without",
                                                                                           "text": text})
-    chunk = load_chunk(storage, planned.chunks[0].key)
-    settings = Settings()
-    synthesize_chunk(storage, settings, chunk)
-    align_chunk(storage, settings, chunk)
-    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "csv"]}))
-    assert {i.status.value for i in render.items} == {"done"}
+    chunk, settings = _narrate(storage, planned, ["srt", "csv"])
     layout = BatchLayout("alias")
 
     records = {i: SynthesisRecord.model_validate(storage.get_json(layout.synthesis(i))) for i in ("with", "without")}
@@ -142,6 +137,17 @@ def test_a_phoneme_entry_reaches_espeak_and_the_aligner(storage, narrator):
     reference = {w.text: w.start_ms for w in record.reference_words}
     nguyen = timing.words[1]
     assert nguyen.text == "Nguyen" and nguyen.timed and abs(nguyen.start_ms - reference["Nguyen"]) <= 60
+
+
+def _narrate(storage, planned, formats: list[str]):
+    """Synthesise, align and render the plan's first chunk in ``formats``; every item comes out done."""
+    chunk = load_chunk(storage, planned.chunks[0].key)
+    settings = Settings()
+    synthesize_chunk(storage, settings, chunk)
+    align_chunk(storage, settings, chunk)
+    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": formats}))
+    assert {i.status.value for i in render.items} == {"done"}
+    return chunk, settings
 
 
 def _spoken_by_espeak(item: ItemSpec):
@@ -368,12 +374,7 @@ def test_a_lexicon_reaches_every_segment_of_a_long_item(storage, narrator):
     text = ("Mister Nguyen opened the report. It was written in SQL.\n\n"
             "By noon Nguyen had rewritten the SQL. Nobody noticed.")
     planned = plan(storage, "longlex", {"id": "story", "text": text}, lexicons=["names"])
-    chunk = load_chunk(storage, planned.chunks[0].key)
-    settings = Settings()
-    synthesize_chunk(storage, settings, chunk)
-    align_chunk(storage, settings, chunk)
-    assert {i.status.value for i in render_chunk(storage, settings, chunk.model_copy(
-        update={"formats": ["srt"]})).items} == {"done"}
+    chunk, settings = _narrate(storage, planned, ["srt"])
     layout = BatchLayout("longlex")
 
     record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
@@ -395,12 +396,7 @@ def test_a_phrase_alias_changes_the_spoken_words_and_not_the_subtitles(storage, 
     planned = plan(storage, "phrase", {"id": "trip", "text": text, "lexicons": ["places"]})
     [item] = planned.items
     assert [(p.grapheme, p.alias) for p in item.pronunciations] == [("New York", "noo yawk"), ("York", "yorrk")]
-    chunk = load_chunk(storage, planned.chunks[0].key)
-    settings = Settings()
-    synthesize_chunk(storage, settings, chunk)
-    align_chunk(storage, settings, chunk)
-    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "csv", "json"]}))
-    assert {i.status.value for i in render.items} == {"done"}
+    chunk, settings = _narrate(storage, planned, ["srt", "csv", "json"])
     layout = BatchLayout("phrase")
 
     record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("trip")))
@@ -528,12 +524,7 @@ def test_the_longest_phrase_wins_and_no_phrase_crosses_a_comma_a_paragraph_or_a_
         ["the", "big", "apple"], ["noo", "yawk"], ["gnu"]]
 
     # Every step agrees on the merged tokens: segments, timings, words.json and its chapters' first words.
-    chunk = load_chunk(storage, planned.chunks[0].key)
-    settings = Settings()
-    synthesize_chunk(storage, settings, chunk)
-    align_chunk(storage, settings, chunk)
-    render = render_chunk(storage, settings, chunk.model_copy(update={"formats": ["srt", "json"]}))
-    assert {i.status.value for i in render.items} == {"done"}
+    chunk, settings = _narrate(storage, planned, ["srt", "json"])
     layout = BatchLayout("longest")
     record = SynthesisRecord.model_validate(storage.get_json(layout.synthesis("story")))
     assert [t.original for t in record.tokens] == [t.original for t in tokens]
