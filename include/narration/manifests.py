@@ -301,8 +301,8 @@ def _check_line(
             return reject("lexicons", f"unknown lexicon(s) {unknown}; lexicons in the library: "
                                       f"{', '.join(known) or 'none'}")
         # a malformed lexicon raises LexiconError here: it fails the batch, not this line
-        foreign = [ctx.lexicons.load(name) for name in fields.lexicons
-                   if not ctx.lexicons.load(name).applies_to(language)]
+        foreign = [lexicon for lexicon in map(ctx.lexicons.load, fields.lexicons)
+                   if not lexicon.applies_to(language)]
         if foreign:
             return reject("lexicons", "; ".join(f"lexicon {lexicon.name!r} is for {lexicon.language!r}, the line "
                                                 f"is {language!r}" for lexicon in foreign))
